@@ -1,0 +1,1 @@
+//! Coordinator: scheduling, leases and durable sweep state.

@@ -1,0 +1,454 @@
+//! Compressed variants as data: a method, its parameters and the tensors it touches.
+//!
+//! The shorthand strings (`int4:g32`, `gguf:q4k`, `prune:2of4`, `heads:3.1,3.2`, ...) are the
+//! ones users type on the command line and in sweep specs; [`Method::parse`] turns them into
+//! validated values once, at the edge.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FieldError;
+
+/// Floating-point storage type of a dtype-cast variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatType {
+    /// 32-bit IEEE float (the uncompressed reference).
+    F32,
+    /// 16-bit IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl FloatType {
+    /// Bits per stored weight.
+    pub fn bits(self) -> f64 {
+        match self {
+            FloatType::F32 => 32.0,
+            FloatType::F16 | FloatType::Bf16 => 16.0,
+        }
+    }
+}
+
+/// The GGUF block-quantized weight types that candle can execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GgufType {
+    /// 8-bit, blocks of 32, one f16 scale.
+    Q8_0,
+    /// 4-bit symmetric, blocks of 32.
+    Q4_0,
+    /// 4-bit with minimum, blocks of 32.
+    Q4_1,
+    /// 5-bit symmetric, blocks of 32.
+    Q5_0,
+    /// 5-bit with minimum, blocks of 32.
+    Q5_1,
+    /// 2-bit k-quant, super-blocks of 256.
+    Q2K,
+    /// 3-bit k-quant.
+    Q3K,
+    /// 4-bit k-quant.
+    Q4K,
+    /// 5-bit k-quant.
+    Q5K,
+    /// 6-bit k-quant.
+    Q6K,
+    /// 8-bit k-quant (dequantized on GPUs).
+    Q8K,
+}
+
+impl GgufType {
+    /// Every type, in the order they are documented.
+    pub const ALL: [GgufType; 11] = [
+        GgufType::Q8_0,
+        GgufType::Q4_0,
+        GgufType::Q4_1,
+        GgufType::Q5_0,
+        GgufType::Q5_1,
+        GgufType::Q2K,
+        GgufType::Q3K,
+        GgufType::Q4K,
+        GgufType::Q5K,
+        GgufType::Q6K,
+        GgufType::Q8K,
+    ];
+
+    /// Canonical lower-case short name (`q4k`, `q8_0`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            GgufType::Q8_0 => "q8_0",
+            GgufType::Q4_0 => "q4_0",
+            GgufType::Q4_1 => "q4_1",
+            GgufType::Q5_0 => "q5_0",
+            GgufType::Q5_1 => "q5_1",
+            GgufType::Q2K => "q2k",
+            GgufType::Q3K => "q3k",
+            GgufType::Q4K => "q4k",
+            GgufType::Q5K => "q5k",
+            GgufType::Q6K => "q6k",
+            GgufType::Q8K => "q8k",
+        }
+    }
+
+    /// Elements per block.
+    pub fn block_size(self) -> usize {
+        match self {
+            GgufType::Q8_0 | GgufType::Q4_0 | GgufType::Q4_1 | GgufType::Q5_0 | GgufType::Q5_1 => {
+                32
+            }
+            _ => 256,
+        }
+    }
+
+    /// Bytes per block (ggml's layout).
+    pub fn type_size(self) -> usize {
+        match self {
+            GgufType::Q8_0 => 34,
+            GgufType::Q4_0 => 18,
+            GgufType::Q4_1 => 20,
+            GgufType::Q5_0 => 22,
+            GgufType::Q5_1 => 24,
+            GgufType::Q2K => 84,
+            GgufType::Q3K => 110,
+            GgufType::Q4K => 144,
+            GgufType::Q5K => 176,
+            GgufType::Q6K => 210,
+            GgufType::Q8K => 292,
+        }
+    }
+
+    /// Bits per weight of the storage format.
+    pub fn bits_per_weight(self) -> f64 {
+        self.type_size() as f64 * 8.0 / self.block_size() as f64
+    }
+
+    fn parse(s: &str) -> Option<GgufType> {
+        let norm: String = s.to_ascii_lowercase().chars().filter(|c| *c != '_').collect();
+        GgufType::ALL.into_iter().find(|t| t.short_name().replace('_', "") == norm)
+    }
+}
+
+/// Which weights a magnitude pruner ranks together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneScope {
+    /// One threshold over every selected tensor (torch's `global_unstructured`).
+    Global,
+    /// One threshold per tensor.
+    Layer,
+}
+
+/// An attention head, by zero-based layer and head index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HeadRef {
+    /// Decoder layer index.
+    pub layer: usize,
+    /// Query head index within the layer.
+    pub head: usize,
+}
+
+/// A compression method with its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Method {
+    /// Cast the weights to another float type.
+    Cast {
+        /// Target type.
+        dtype: FloatType,
+    },
+    /// Round-to-nearest integer quantization.
+    Rtn {
+        /// Bits per weight, 2 to 8.
+        bits: u8,
+        /// Group size along the input dimension; `None` = one scale per output channel.
+        group: Option<usize>,
+        /// Asymmetric (scale and zero point) rather than symmetric.
+        asym: bool,
+    },
+    /// GGUF block quantization executed through quantized matmul.
+    Gguf {
+        /// Block type.
+        ty: GgufType,
+    },
+    /// Unstructured magnitude pruning.
+    Prune {
+        /// Fraction of weights set to zero, in [0, 1).
+        sparsity: f64,
+        /// Ranking scope.
+        scope: PruneScope,
+    },
+    /// Semi-structured N:M pruning: in every group of `m` consecutive input weights keep `n`.
+    NofM {
+        /// Weights kept per group.
+        n: usize,
+        /// Group length.
+        m: usize,
+    },
+    /// Ablate attention heads (zero their contribution to the output projection).
+    Heads {
+        /// The heads to ablate.
+        heads: Vec<HeadRef>,
+    },
+    /// Another checkpoint (a distilled student, a downloaded GGUF) compared with the reference.
+    Checkpoint {
+        /// Path to an HF directory or a GGUF file.
+        path: PathBuf,
+    },
+}
+
+impl Method {
+    /// The uncompressed reference.
+    pub fn reference() -> Method {
+        Method::Cast {
+            dtype: FloatType::F32,
+        }
+    }
+
+    /// Parses a shorthand string such as `int4:g32:asym`, `gguf:q4k`, `prune:0.5:layer`,
+    /// `prune:2of4`, `heads:3.1,3.2`. `field` names where the string came from, for errors.
+    pub fn parse(s: &str, field: &str) -> Result<Method, FieldError> {
+        let bad = |why: &str| FieldError::new(field, s, why);
+        let lower = s.trim().to_ascii_lowercase();
+        let mut parts = lower.split(':');
+        let head = parts.next().unwrap_or_default();
+        let rest: Vec<&str> = parts.collect();
+        match head {
+            "fp32" | "f32" | "fp16" | "f16" | "bf16" => {
+                if !rest.is_empty() {
+                    return Err(bad("a dtype cast takes no parameters"));
+                }
+                let dtype = match head {
+                    "fp32" | "f32" => FloatType::F32,
+                    "fp16" | "f16" => FloatType::F16,
+                    _ => FloatType::Bf16,
+                };
+                Ok(Method::Cast { dtype })
+            }
+            h if h.starts_with("int") => {
+                let bits: u8 = h[3..]
+                    .parse()
+                    .map_err(|_| bad("expected intN with N in 2..=8, e.g. int4"))?;
+                if !(2..=8).contains(&bits) {
+                    return Err(bad("integer bits must be between 2 and 8"));
+                }
+                let mut group = None;
+                let mut asym = false;
+                for p in rest {
+                    if let Some(g) = p.strip_prefix('g') {
+                        let g: usize = g
+                            .parse()
+                            .map_err(|_| bad("group must be gN with N a positive integer"))?;
+                        if g == 0 {
+                            return Err(bad("group size must be positive"));
+                        }
+                        group = Some(g);
+                    } else if p == "asym" {
+                        asym = true;
+                    } else if p == "sym" {
+                        asym = false;
+                    } else {
+                        return Err(bad("unknown integer option (expected gN, sym or asym)"));
+                    }
+                }
+                Ok(Method::Rtn { bits, group, asym })
+            }
+            "gguf" => {
+                let [t] = rest.as_slice() else {
+                    return Err(bad("expected gguf:TYPE, e.g. gguf:q4k"));
+                };
+                let ty = GgufType::parse(t).ok_or_else(|| {
+                    bad("unknown GGUF type (q8_0 q4_0 q4_1 q5_0 q5_1 q2k q3k q4k q5k q6k q8k)")
+                })?;
+                Ok(Method::Gguf { ty })
+            }
+            "prune" => match rest.as_slice() {
+                [nm] if nm.contains("of") => {
+                    let (n, m) = nm.split_once("of").unwrap_or_default();
+                    let n: usize = n.parse().map_err(|_| bad("expected prune:NofM"))?;
+                    let m: usize = m.parse().map_err(|_| bad("expected prune:NofM"))?;
+                    if m == 0 || n == 0 || n >= m {
+                        return Err(bad("N:M pruning needs 0 < N < M"));
+                    }
+                    Ok(Method::NofM { n, m })
+                }
+                [frac, scope @ ..] => {
+                    let sparsity: f64 = frac
+                        .parse()
+                        .map_err(|_| bad("expected a sparsity fraction, e.g. prune:0.5"))?;
+                    if !(0.0..1.0).contains(&sparsity) {
+                        return Err(bad("sparsity must be in [0, 1)"));
+                    }
+                    let scope = match scope {
+                        [] | ["global"] => PruneScope::Global,
+                        ["layer"] => PruneScope::Layer,
+                        _ => return Err(bad("prune scope must be global or layer")),
+                    };
+                    Ok(Method::Prune { sparsity, scope })
+                }
+                _ => Err(bad("expected prune:FRACTION[:layer] or prune:NofM")),
+            },
+            "heads" => {
+                let [list] = rest.as_slice() else {
+                    return Err(bad("expected heads:L.H,L.H"));
+                };
+                let mut heads = Vec::new();
+                for item in list.split(',') {
+                    let (l, h) = item
+                        .split_once('.')
+                        .ok_or_else(|| bad("each head is LAYER.HEAD, e.g. 3.1"))?;
+                    let layer = l.trim().parse().map_err(|_| bad("layer is not a number"))?;
+                    let head = h.trim().parse().map_err(|_| bad("head is not a number"))?;
+                    heads.push(HeadRef { layer, head });
+                }
+                heads.sort();
+                heads.dedup();
+                Ok(Method::Heads { heads })
+            }
+            _ => Err(bad(
+                "unknown variant (fp32 f16 bf16 intN[:gN][:asym] gguf:TYPE prune:F[:layer] prune:NofM heads:L.H,...)",
+            )),
+        }
+    }
+
+    /// Short name of the method family, as reported in `variants[].method`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Method::Cast { .. } => "cast",
+            Method::Rtn { .. } => "rtn",
+            Method::Gguf { .. } => "gguf",
+            Method::Prune { .. } => "prune",
+            Method::NofM { .. } => "prune_nm",
+            Method::Heads { .. } => "heads",
+            Method::Checkpoint { .. } => "checkpoint",
+        }
+    }
+
+    /// The kind reported in `variants[].kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Method::Cast { dtype: FloatType::F32 } => "reference",
+            Method::Cast { .. } | Method::Rtn { .. } | Method::Gguf { .. } => "quantization",
+            Method::Prune { .. } | Method::NofM { .. } | Method::Heads { .. } => "pruning",
+            Method::Checkpoint { .. } => "checkpoint",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Method::Cast { dtype } => f.write_str(match dtype {
+                FloatType::F32 => "fp32",
+                FloatType::F16 => "f16",
+                FloatType::Bf16 => "bf16",
+            }),
+            Method::Rtn { bits, group, asym } => {
+                write!(f, "int{bits}")?;
+                if let Some(g) = group {
+                    write!(f, ":g{g}")?;
+                }
+                if *asym {
+                    f.write_str(":asym")?;
+                }
+                Ok(())
+            }
+            Method::Gguf { ty } => write!(f, "gguf:{}", ty.short_name()),
+            Method::Prune { sparsity, scope } => {
+                write!(f, "prune:{sparsity}")?;
+                if *scope == PruneScope::Layer {
+                    f.write_str(":layer")?;
+                }
+                Ok(())
+            }
+            Method::NofM { n, m } => write!(f, "prune:{n}of{m}"),
+            Method::Heads { heads } => {
+                f.write_str("heads:")?;
+                for (i, h) in heads.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}.{}", h.layer, h.head)?;
+                }
+                Ok(())
+            }
+            Method::Checkpoint { path } => write!(f, "checkpoint:{}", path.display()),
+        }
+    }
+}
+
+/// A named variant: a method plus an optional tensor-selection regex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    /// Name used in reports (defaults to the shorthand string).
+    pub name: String,
+    /// The compression method.
+    pub method: Method,
+    /// Regex over tensor names (HF names, e.g. `model.layers.3.self_attn.q_proj.weight`);
+    /// `None` selects every linear weight of the decoder layers.
+    pub select: Option<String>,
+}
+
+impl Variant {
+    /// A variant from a shorthand string, named after it.
+    pub fn parse(s: &str, field: &str) -> Result<Variant, FieldError> {
+        let method = Method::parse(s, field)?;
+        Ok(Variant {
+            name: method.to_string(),
+            method,
+            select: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorthands_round_trip() {
+        for s in [
+            "fp32",
+            "f16",
+            "bf16",
+            "int8",
+            "int4:g32",
+            "int4:g32:asym",
+            "int3:g64",
+            "int2:g16",
+            "gguf:q8_0",
+            "gguf:q4k",
+            "gguf:q2k",
+            "prune:0.5",
+            "prune:0.5:layer",
+            "prune:2of4",
+            "heads:3.1,3.2",
+        ] {
+            let m = Method::parse(s, "variant").unwrap();
+            assert_eq!(m.to_string(), s, "round trip of {s}");
+        }
+    }
+
+    #[test]
+    fn aliases_and_errors() {
+        assert_eq!(
+            Method::parse("gguf:Q4_K", "v").unwrap(),
+            Method::Gguf { ty: GgufType::Q4K }
+        );
+        for bad in ["int9", "int4:g0", "gguf:q9k", "prune:1.5", "prune:4of2", "heads:3", "zzz"] {
+            let e = Method::parse(bad, "variants[0]").unwrap_err();
+            assert!(e.to_string().contains("variants[0]"), "{e}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn gguf_bits_per_weight() {
+        assert_eq!(GgufType::Q8_0.bits_per_weight(), 8.5);
+        assert_eq!(GgufType::Q4K.bits_per_weight(), 4.5);
+        assert_eq!(GgufType::Q2K.bits_per_weight(), 2.625);
+        assert_eq!(GgufType::Q6K.bits_per_weight(), 6.5625);
+    }
+}

@@ -1,0 +1,1 @@
+//! compsafe-engine: everything that touches a tensor.

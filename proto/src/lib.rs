@@ -1,0 +1,1 @@
+//! Wire contract between coordinator, workers and clients (built in the distributed-sweeps work).

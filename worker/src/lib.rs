@@ -1,0 +1,1 @@
+//! Worker: pulls work units and runs them on the engine.
