@@ -5,7 +5,11 @@
 //! a socket or an async runtime.
 
 pub mod error;
+pub mod judge;
+pub mod mc;
+pub mod stats;
 pub mod variant;
 
 pub use error::FieldError;
+pub use judge::{KeywordJudge, MatchMode, Preset, Verdict};
 pub use variant::{FloatType, GgufType, HeadRef, Method, PruneScope, Variant};
