@@ -18,7 +18,11 @@ pub struct FieldError {
 
 impl FieldError {
     /// A field error without a file yet (attach one with [`FieldError::in_file`]).
-    pub fn new(field: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         FieldError {
             file: None,
             field: field.into(),
@@ -39,6 +43,10 @@ impl fmt::Display for FieldError {
         if let Some(file) = &self.file {
             write!(f, "{}: ", file.display())?;
         }
-        write!(f, "field `{}` = {:?}: {}", self.field, self.value, self.reason)
+        write!(
+            f,
+            "field `{}` = {:?}: {}",
+            self.field, self.value, self.reason
+        )
     }
 }

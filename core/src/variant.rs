@@ -126,8 +126,14 @@ impl GgufType {
     }
 
     fn parse(s: &str) -> Option<GgufType> {
-        let norm: String = s.to_ascii_lowercase().chars().filter(|c| *c != '_').collect();
-        GgufType::ALL.into_iter().find(|t| t.short_name().replace('_', "") == norm)
+        let norm: String = s
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| *c != '_')
+            .collect();
+        GgufType::ALL
+            .into_iter()
+            .find(|t| t.short_name().replace('_', "") == norm)
     }
 }
 
@@ -329,7 +335,9 @@ impl Method {
     /// The kind reported in `variants[].kind`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Method::Cast { dtype: FloatType::F32 } => "reference",
+            Method::Cast {
+                dtype: FloatType::F32,
+            } => "reference",
             Method::Cast { .. } | Method::Rtn { .. } | Method::Gguf { .. } => "quantization",
             Method::Prune { .. } | Method::NofM { .. } | Method::Heads { .. } => "pruning",
             Method::Checkpoint { .. } => "checkpoint",
@@ -437,7 +445,15 @@ mod tests {
             Method::parse("gguf:Q4_K", "v").unwrap(),
             Method::Gguf { ty: GgufType::Q4K }
         );
-        for bad in ["int9", "int4:g0", "gguf:q9k", "prune:1.5", "prune:4of2", "heads:3", "zzz"] {
+        for bad in [
+            "int9",
+            "int4:g0",
+            "gguf:q9k",
+            "prune:1.5",
+            "prune:4of2",
+            "heads:3",
+            "zzz",
+        ] {
             let e = Method::parse(bad, "variants[0]").unwrap_err();
             assert!(e.to_string().contains("variants[0]"), "{e}");
             assert!(e.to_string().contains(bad), "{e}");
