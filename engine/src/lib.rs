@@ -4,6 +4,17 @@
 //! generation, log-likelihood scoring and logit metrics.
 
 pub mod compress;
+pub mod config;
 pub mod error;
+pub mod generate;
+pub mod loader;
+pub mod model;
+pub mod score;
+pub mod tokenizer;
 
+pub use config::ModelConfig;
 pub use error::{EngineError, Result};
+pub use generate::{generate, GenerateOptions, Generation, StopReason};
+pub use loader::Checkpoint;
+pub use model::Model;
+pub use tokenizer::{ChatMessage, TextCodec};

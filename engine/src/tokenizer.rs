@@ -1,0 +1,255 @@
+//! Text in and out: `tokenizer.json` through the `tokenizers` crate and the chat template
+//! (from `tokenizer_config.json`, `chat_template.jinja`, GGUF metadata or an override file)
+//! rendered with minijinja.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::error::{EngineError, Result};
+use crate::loader::GgufTokenizerMeta;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Tokenizer plus chat template of one model.
+#[derive(Debug, Clone)]
+pub struct TextCodec {
+    tokenizer: Tokenizer,
+    template: Option<String>,
+    template_source: PathBuf,
+    bos_token: String,
+    eos_token: String,
+    /// Token ids that end generation.
+    pub eos_ids: Vec<u32>,
+}
+
+fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
+        _ => None,
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| EngineError::bad_file(path, format!("invalid JSON: {e}")))
+}
+
+impl TextCodec {
+    /// Loads the tokenizer and chat template of an HF model directory. `template_override`
+    /// replaces the model's own chat template (a spec may name one).
+    pub fn from_hf_dir(dir: &Path, template_override: Option<&Path>) -> Result<TextCodec> {
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.exists() {
+            return Err(EngineError::Missing {
+                path: tok_path,
+                what: "tokenizer".into(),
+            });
+        }
+        let tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| EngineError::bad_file(&tok_path, format!("invalid tokenizer: {e}")))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg = if cfg_path.exists() {
+            read_json(&cfg_path)?
+        } else {
+            Value::Null
+        };
+        let jinja_path = dir.join("chat_template.jinja");
+        let (template, template_source) = if let Some(p) = template_override {
+            (Some(read_text(p)?), p.to_path_buf())
+        } else if jinja_path.exists() {
+            (Some(read_text(&jinja_path)?), jinja_path)
+        } else {
+            let t = match cfg.get("chat_template") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .find(|e| e.get("name").and_then(Value::as_str) == Some("default"))
+                    .or_else(|| list.first())
+                    .and_then(|e| e.get("template"))
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                _ => None,
+            };
+            (t, cfg_path.clone())
+        };
+        let bos_token = token_text(cfg.get("bos_token")).unwrap_or_default();
+        let eos_token = token_text(cfg.get("eos_token")).unwrap_or_default();
+        let mut eos_ids = Vec::new();
+        if let Some(id) = tokenizer.token_to_id(&eos_token) {
+            eos_ids.push(id);
+        }
+        let gen_cfg = dir.join("generation_config.json");
+        if gen_cfg.exists() {
+            let v = read_json(&gen_cfg)?;
+            match v.get("eos_token_id") {
+                Some(Value::Number(n)) => eos_ids.extend(n.as_u64().map(|x| x as u32)),
+                Some(Value::Array(a)) => eos_ids.extend(a.iter().filter_map(Value::as_u64).map(|x| x as u32)),
+                _ => {}
+            }
+        }
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        let codec = TextCodec {
+            tokenizer,
+            template,
+            template_source,
+            bos_token,
+            eos_token,
+            eos_ids,
+        };
+        codec.check_template()?;
+        Ok(codec)
+    }
+
+    /// Builds a byte-level BPE tokenizer from GGUF metadata (`tokenizer.ggml.model = gpt2`).
+    pub fn from_gguf(path: &Path, meta: &GgufTokenizerMeta) -> Result<TextCodec> {
+        if meta.model != "gpt2" {
+            return Err(EngineError::bad_file(
+                path,
+                format!(
+                    "metadata `tokenizer.ggml.model` = {:?}: only gpt2 (byte-level BPE) tokenizers are read from GGUF; give the model's tokenizer.json directory instead",
+                    meta.model
+                ),
+            ));
+        }
+        let vocab: serde_json::Map<String, Value> = meta
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), Value::from(i)))
+            .collect();
+        let merges: Vec<Value> = meta.merges.iter().map(|m| Value::from(m.as_str())).collect();
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                      "vocab": vocab, "merges": merges}
+        });
+        let tokenizer: Tokenizer = serde_json::to_string(&json)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| EngineError::bad_file(path, "tokenizer metadata does not form a valid BPE tokenizer"))?;
+        let name = |id: Option<u32>| id.and_then(|i| meta.tokens.get(i as usize).cloned()).unwrap_or_default();
+        let codec = TextCodec {
+            tokenizer,
+            template: meta.chat_template.clone(),
+            template_source: path.to_path_buf(),
+            bos_token: name(meta.bos),
+            eos_token: name(meta.eos),
+            eos_ids: meta.eos.into_iter().collect(),
+        };
+        codec.check_template()?;
+        Ok(codec)
+    }
+
+    fn check_template(&self) -> Result<()> {
+        if self.template.is_some() {
+            self.render_chat(&[ChatMessage::user("hello")], true)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes text; `add_special` adds the tokenizer's own special tokens (e.g. BOS).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        self.tokenizer
+            .encode(text, add_special)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| EngineError::Invalid(format!("tokenizer failed on {text:?}: {e}")))
+    }
+
+    /// Decodes ids to text, optionally dropping special tokens.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.tokenizer
+            .decode(ids, skip_special)
+            .map_err(|e| EngineError::Invalid(format!("cannot decode tokens: {e}")))
+    }
+
+    /// Token id of an exact token string, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// True when the model has a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Renders messages with the chat template, as transformers' `apply_chat_template(...,
+    /// tokenize=False)` does.
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let Some(template) = &self.template else {
+            return Err(EngineError::bad_file(&self.template_source, "the model has no chat template"));
+        };
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", template).map_err(|e| {
+            EngineError::bad_file(&self.template_source, format!("chat template does not parse: {e}"))
+        })?;
+        let tmpl = env.get_template("chat").map_err(|e| {
+            EngineError::bad_file(&self.template_source, format!("chat template does not parse: {e}"))
+        })?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+        })
+        .map_err(|e| EngineError::bad_file(&self.template_source, format!("chat template fails to render: {e}")))
+    }
+
+    /// Token ids of a single-turn chat prompt ready for generation. Without a chat template the
+    /// raw text is encoded with the tokenizer's special tokens.
+    pub fn encode_prompt(&self, user: &str) -> Result<Vec<u32>> {
+        if self.template.is_some() {
+            let text = self.render_chat(&[ChatMessage::user(user)], true)?;
+            self.encode(&text, false)
+        } else {
+            self.encode(user, true)
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
