@@ -1,0 +1,142 @@
+//! The engine against HF transformers: logits, greedy continuations (single and left-padded
+//! batch), tokenizer ids and chat template rendering, on tiny random checkpoints written by
+//! tools/reference/make_hf_fixtures.py.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use compsafe_engine::score::all_logits;
+use compsafe_engine::tokenizer::ChatMessage;
+use compsafe_engine::{generate, Checkpoint, GenerateOptions, Model, TextCodec};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn expected(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// Elementwise |a - b| <= 1e-4 * |b| + 1e-5 (relative, with a floor for values near zero).
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0.0f32;
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-4 * b.abs() + 1e-5;
+        let d = (a - b).abs();
+        worst = worst.max(d / (b.abs() + 1e-5));
+        assert!(d <= tol, "{what}[{i}]: got {a}, want {b} (|diff| {d} > {tol})");
+    }
+    eprintln!("{what}: worst relative difference {worst:.2e}");
+}
+
+fn check_model(name: &str, model_dir: &Path, exp: &Value) {
+    let ckpt = Checkpoint::load(model_dir, &Device::Cpu).unwrap();
+    let model = Model::new(&ckpt).unwrap();
+    let prompts: Vec<Vec<u32>> = exp["prompts"].as_array().unwrap().iter().map(ids).collect();
+
+    // Next-token logits of each prompt, run one at a time.
+    for (i, p) in prompts.iter().enumerate() {
+        let logits = &all_logits(&model, std::slice::from_ref(p)).unwrap()[0];
+        let last: Vec<f32> = logits.get(p.len() - 1).unwrap().to_vec1().unwrap();
+        assert_close(&last, &floats(&exp["next_logits"][i]), &format!("{name} next_logits[{i}]"));
+        if i == 0 {
+            let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+            for (j, row) in rows.iter().enumerate() {
+                assert_close(row, &floats(&exp["all_logits_prompt0"][j]), &format!("{name} prompt0 pos {j}"));
+            }
+        }
+    }
+    // The same prompts in one left-padded batch.
+    let batched = all_logits(&model, &prompts).unwrap();
+    for (i, (p, l)) in prompts.iter().zip(&batched).enumerate() {
+        let last: Vec<f32> = l.get(p.len() - 1).unwrap().to_vec1().unwrap();
+        assert_close(&last, &floats(&exp["batch"]["next_logits"][i]), &format!("{name} batch next_logits[{i}]"));
+    }
+
+    // Greedy continuations: one at a time, and all together.
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        batch_tokens: 1 << 20,
+        max_batch: 64,
+        eos: vec![],
+    };
+    for (i, p) in prompts.iter().enumerate() {
+        let g = generate(&model, std::slice::from_ref(p), &opts, None).unwrap();
+        assert_eq!(g[0].tokens, ids(&exp["greedy"][i]), "{name} greedy[{i}] one at a time");
+    }
+    let g = generate(&model, &prompts, &opts, None).unwrap();
+    for (i, gi) in g.iter().enumerate() {
+        assert_eq!(gi.tokens, ids(&exp["batch"]["greedy"][i]), "{name} greedy[{i}] batched");
+    }
+}
+
+fn check_text(name: &str, dir: &Path, exp: &Value) {
+    let codec = TextCodec::from_hf_dir(dir, None).unwrap();
+    let add_special = exp["tokenizer"]["add_special_tokens"].as_bool().unwrap();
+    for (t, want) in exp["tokenizer"]["texts"].as_array().unwrap().iter().zip(exp["tokenizer"]["ids"].as_array().unwrap()) {
+        assert_eq!(codec.encode(t.as_str().unwrap(), add_special).unwrap(), ids(want), "{name} tokenizer on {t}");
+    }
+    let messages: Vec<ChatMessage> = exp["chat"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ChatMessage {
+            role: m["role"].as_str().unwrap().into(),
+            content: m["content"].as_str().unwrap().into(),
+        })
+        .collect();
+    let rendered = codec.render_chat(&messages, true).unwrap();
+    assert_eq!(rendered, exp["chat"]["rendered"].as_str().unwrap(), "{name} chat template");
+    assert_eq!(codec.encode(&rendered, false).unwrap(), ids(&exp["chat"]["ids"]), "{name} chat ids");
+}
+
+macro_rules! hf_case {
+    ($test:ident, $dir:literal) => {
+        #[test]
+        fn $test() {
+            let dir = fixture(concat!("hf/", $dir));
+            let exp = expected(&dir);
+            check_model($dir, &dir, &exp);
+            check_text($dir, &dir, &exp);
+        }
+    };
+}
+
+hf_case!(llama_gqa_llama3_rope_v4_layout, "llama-gqa");
+hf_case!(llama_gqa_v5_layout, "llama-gqa-v5layout");
+hf_case!(llama_plain, "llama-plain");
+hf_case!(llama_sharded_f16, "llama-sharded-f16");
+hf_case!(llama_bf16, "llama-bf16");
+hf_case!(mistral, "mistral");
+hf_case!(qwen2_bias_tied, "qwen2");
+
+#[test]
+fn gguf_f32_checkpoint_matches_transformers() {
+    // The GGUF holds llama-plain's weights with q/k permuted the llama.cpp way.
+    let exp = expected(&fixture("hf/llama-plain"));
+    check_model("llama-plain.f32.gguf", &fixture("gguf/llama-plain.f32.gguf"), &exp);
+}
+
+#[test]
+fn gguf_tokenizer_and_template_come_from_metadata() {
+    let path = fixture("gguf/llama-plain.f32.gguf");
+    let ckpt = Checkpoint::load(&path, &Device::Cpu).unwrap();
+    let codec = TextCodec::from_gguf(&path, ckpt.gguf_metadata.as_ref().unwrap()).unwrap();
+    let hf = TextCodec::from_hf_dir(&fixture("hf/llama-plain"), None).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog.";
+    assert_eq!(codec.encode(text, false).unwrap(), hf.encode(text, false).unwrap());
+    assert_eq!(
+        codec.render_chat(&[ChatMessage::user("hi")], true).unwrap(),
+        hf.render_chat(&[ChatMessage::user("hi")], true).unwrap()
+    );
+}
