@@ -8,6 +8,7 @@ pub mod error;
 pub mod judge;
 pub mod mc;
 pub mod stats;
+pub mod suite;
 pub mod variant;
 
 pub use error::FieldError;

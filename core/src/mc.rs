@@ -8,8 +8,10 @@
 //!   the TruthfulQA data lists the single correct mc1 answer first.
 //! - mc2 (`truthfulqa_mc2`, `process_results_mc2`): the normalised probability mass on the
 //!   true answers, `sum(exp(ll_true)) / (sum(exp(ll_true)) + sum(exp(ll_false)))`. lm-eval
-//!   splits the choices at the first false label because the data lists true answers first;
-//!   here the labels select the true answers, which is the same number for that data.
+//!   splits the choices at the first false label, assuming the true answers come first; here
+//!   the labels select the true answers, which is the same number whenever that holds (it
+//!   does not for two items of the 2025 mc_task.json, 335 and 342, where lm-eval's split
+//!   would miscount).
 
 use serde::{Deserialize, Serialize};
 
