@@ -73,6 +73,21 @@ impl Checkpoint {
         }
     }
 
+    /// A checkpoint from weights held in memory (e.g. freshly trained ones), stored as f32.
+    pub fn from_weights(path: PathBuf, config: ModelConfig, weights: WeightMap) -> Checkpoint {
+        let stored_bits = weights.keys().map(|k| (k.clone(), 32.0)).collect();
+        Checkpoint {
+            path,
+            config,
+            weights,
+            quantized: BTreeMap::new(),
+            stored_bits,
+            files: Vec::new(),
+            rope_interleaved: false,
+            gguf_metadata: None,
+        }
+    }
+
     /// Total stored bytes of the weights as loaded.
     pub fn stored_bytes(&self) -> u64 {
         let mut total = 0.0;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::compress::{Compressed, LinearWeight};
 use crate::config::ModelConfig;
@@ -107,6 +107,7 @@ pub struct Model {
     interleaved: bool,
     device: Device,
     dtype: DType,
+    training: bool,
 }
 
 impl Model {
@@ -192,6 +193,67 @@ impl Model {
             interleaved: ckpt.rope_interleaved,
             device,
             dtype,
+            training: false,
+        })
+    }
+
+    /// Switches to differentiable (slower) kernels for norm, softmax and rotary embedding so
+    /// gradients flow to the weights (fixture training and distillation).
+    pub fn set_training(&mut self, on: bool) {
+        self.training = on;
+    }
+
+    /// Logits `[batch, seq, vocab]` of unpadded sequences starting at position 0 (training).
+    pub fn forward_logits(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let pos: Vec<Vec<i64>> = vec![(0..s as i64).collect(); b];
+        let positions = Tensor::from_vec(
+            pos.iter().flatten().map(|&p| p as u32).collect::<Vec<_>>(),
+            (b, s),
+            &self.device,
+        )?;
+        let mask = self.mask(&pos, &pos)?;
+        let mut cache = KvCache::new(self.config.num_layers);
+        let hidden = self.forward_hidden(ids, &positions, &mask, &mut cache)?;
+        self.logits(&hidden)
+    }
+
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps as f32;
+        Ok(if self.training {
+            candle_nn::ops::rms_norm_slow(x, w, eps)?
+        } else {
+            candle_nn::ops::rms_norm(x, w, eps)?
+        })
+    }
+
+    fn rotate(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        Ok(match (self.training, self.interleaved) {
+            (false, false) => candle_nn::rotary_emb::rope(x, cos, sin)?,
+            (false, true) => candle_nn::rotary_emb::rope_i(x, cos, sin)?,
+            (true, _) => {
+                if self.interleaved {
+                    return Err(EngineError::Invalid(
+                        "training a model with interleaved rotary weights (GGUF) is not supported".into(),
+                    ));
+                }
+                // x * cos + rotate_half(x) * sin with per-row positions: cos/sin [b, s, d/2].
+                let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+                let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+                let half = x.dim(D::Minus1)? / 2;
+                let x1 = x.narrow(D::Minus1, 0, half)?;
+                let x2 = x.narrow(D::Minus1, half, half)?;
+                let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+                (x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?
+            }
+        })
+    }
+
+    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(if self.training {
+            candle_nn::ops::softmax(x, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(x)?
         })
     }
 
@@ -225,7 +287,7 @@ impl Model {
         let n_rep = cfg.num_heads / cfg.num_kv_heads;
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::trace_span!("layer", i).entered();
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps as f32)?;
+            let h = self.norm(&x, &layer.attn_norm)?;
             let q = layer
                 .q
                 .forward(&h)?
@@ -244,17 +306,8 @@ impl Model {
                 .reshape((b, s, cfg.num_kv_heads, cfg.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let (q, k) = if self.interleaved {
-                (
-                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-                )
-            } else {
-                (
-                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
-                )
-            };
+            let q = self.rotate(&q, &cos, &sin)?;
+            let k = self.rotate(&k, &cos, &sin)?;
             let (k, v) = match (&cache.k[i], &cache.v[i]) {
                 (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
                 _ => (k, v),
@@ -275,17 +328,17 @@ impl Model {
                 (k, v)
             };
             let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let att = self.softmax(&att)?;
             let out = att
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b, s, cfg.num_heads * cfg.head_dim))?;
             x = (x + layer.o.forward(&out)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.mlp_norm, cfg.rms_norm_eps as f32)?;
+            let h = self.norm(&x, &layer.mlp_norm)?;
             let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
             x = (x + layer.down.forward(&act)?)?;
         }
-        Ok(candle_nn::ops::rms_norm(&x, &self.norm, cfg.rms_norm_eps as f32)?)
+        self.norm(&x, &self.norm)
     }
 
     /// Output logits for hidden states of any leading shape (`[..., hidden]` -> `[..., vocab]`).

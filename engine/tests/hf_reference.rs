@@ -140,3 +140,18 @@ fn gguf_tokenizer_and_template_come_from_metadata() {
         hf.render_chat(&[ChatMessage::user("hi")], true).unwrap()
     );
 }
+
+#[test]
+fn training_mode_computes_the_same_logits() {
+    let ckpt = Checkpoint::load(&fixture("hf/llama-gqa"), &Device::Cpu).unwrap();
+    let mut model = Model::new(&ckpt).unwrap();
+    let exp = expected(&fixture("hf/llama-gqa"));
+    let p = ids(&exp["prompts"][0]);
+    let ids_t = candle_core::Tensor::new(p.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let fast: Vec<Vec<f32>> = model.forward_logits(&ids_t).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    model.set_training(true);
+    let slow: Vec<Vec<f32>> = model.forward_logits(&ids_t).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    for (j, (a, b)) in fast.iter().zip(&slow).enumerate() {
+        assert_close(b, a, &format!("training-mode logits pos {j}"));
+    }
+}
