@@ -6,6 +6,7 @@
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod fixture;
 pub mod generate;
 pub mod loader;
 pub mod model;
