@@ -8,10 +8,12 @@ pub mod config;
 pub mod error;
 pub mod fixture;
 pub mod generate;
+pub mod integrity;
 pub mod loader;
 pub mod model;
 pub mod score;
 pub mod tokenizer;
+pub mod variant;
 
 pub use config::ModelConfig;
 pub use error::{EngineError, Result};

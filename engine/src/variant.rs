@@ -1,0 +1,128 @@
+//! Deriving a runnable variant from the loaded reference: apply the method to the selected
+//! tensors (or load another checkpoint) and account for its size and weight error.
+
+use candle_core::Device;
+use compsafe_core::{Method, Variant};
+use regex::Regex;
+
+use crate::compress::{compressor_for, default_selection, Compressed, HeadLayout, TensorStat};
+use crate::error::{EngineError, Result};
+use crate::loader::Checkpoint;
+use crate::model::Model;
+
+/// A variant ready to evaluate, with its size and error accounting.
+#[derive(Debug, Clone)]
+pub struct DerivedVariant {
+    /// The variant description it came from.
+    pub variant: Variant,
+    /// The model to run.
+    pub model: Model,
+    /// Per-tensor stats of what was replaced (empty for the reference and for checkpoints).
+    pub compressed_stats: Vec<TensorStat>,
+    /// Bits per weight over every weight of the model (stored size / parameter count).
+    pub bits_per_weight: f64,
+    /// Stored bytes of every weight of the model.
+    pub bytes: u64,
+}
+
+impl DerivedVariant {
+    /// Mean relative error over the replaced tensors, when any were replaced.
+    pub fn mean_rel_error(&self) -> Option<f64> {
+        (!self.compressed_stats.is_empty()).then(|| {
+            self.compressed_stats.iter().map(|s| s.rel_error).sum::<f64>()
+                / self.compressed_stats.len() as f64
+        })
+    }
+
+    /// Replaced tensors, worst relative error first.
+    pub fn worst_first(&self) -> Vec<&TensorStat> {
+        let mut v: Vec<&TensorStat> = self.compressed_stats.iter().collect();
+        v.sort_by(|a, b| b.rel_error.total_cmp(&a.rel_error).then_with(|| a.name.cmp(&b.name)));
+        v
+    }
+}
+
+/// The head layout of a checkpoint.
+pub fn head_layout(ckpt: &Checkpoint) -> HeadLayout {
+    let c = &ckpt.config;
+    HeadLayout {
+        num_layers: c.num_layers,
+        num_heads: c.num_heads,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+    }
+}
+
+/// Compresses the reference's selected tensors with the variant's method.
+pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed> {
+    let regex = match &variant.select {
+        Some(r) => Some(Regex::new(r).map_err(|e| {
+            EngineError::Invalid(format!("variant `{}`: field `select` = {r:?}: {e}", variant.name))
+        })?),
+        None => None,
+    };
+    let selected = |name: &str| match &regex {
+        Some(re) => re.is_match(name),
+        None => default_selection(name),
+    };
+    if let Some(re) = &regex {
+        if !reference.weights.keys().any(|n| re.is_match(n)) {
+            return Err(EngineError::Invalid(format!(
+                "variant `{}`: field `select` = {:?} matches no tensor of the model",
+                variant.name,
+                re.as_str()
+            )));
+        }
+    }
+    if matches!(variant.method, Method::Cast { dtype: compsafe_core::FloatType::F32 }) {
+        return Ok(Compressed::default());
+    }
+    compressor_for(&variant.method)?.compress(&reference.weights, &selected, &head_layout(reference))
+}
+
+/// Builds a variant of `reference` (compressing it in memory, or loading another checkpoint).
+pub fn derive(reference: &Checkpoint, variant: &Variant, device: &Device) -> Result<DerivedVariant> {
+    if let Method::Checkpoint { path } = &variant.method {
+        let other = Checkpoint::load(path, device)?;
+        if other.config.vocab_size != reference.config.vocab_size {
+            return Err(EngineError::Invalid(format!(
+                "variant `{}`: checkpoint {} has a vocabulary of {} tokens, the reference {}; they cannot be compared token by token",
+                variant.name,
+                path.display(),
+                other.config.vocab_size,
+                reference.config.vocab_size
+            )));
+        }
+        let model = Model::new(&other)?;
+        let bytes = other.stored_bytes();
+        return Ok(DerivedVariant {
+            variant: variant.clone(),
+            model,
+            compressed_stats: Vec::new(),
+            bits_per_weight: bytes as f64 * 8.0 / other.num_params().max(1) as f64,
+            bytes,
+        });
+    }
+    let compressed = compress(reference, variant)?;
+    let model = Model::with_variant(reference, &compressed)?;
+    // Size: replaced tensors at their compressed size, the rest as stored in the reference.
+    let mut bytes = compressed.bytes() as f64;
+    for (name, t) in &reference.weights {
+        if compressed.stat(name).is_none() {
+            bytes += t.elem_count() as f64 * reference.stored_bits.get(name).copied().unwrap_or(32.0) / 8.0;
+        }
+    }
+    for (name, q) in &reference.quantized {
+        if compressed.stat(name).is_none() {
+            bytes += q.storage_size_in_bytes() as f64;
+        }
+    }
+    let params = reference.num_params().max(1) as f64;
+    Ok(DerivedVariant {
+        variant: variant.clone(),
+        model,
+        bits_per_weight: bytes * 8.0 / params,
+        bytes: bytes.round() as u64,
+        compressed_stats: compressed.stats,
+    })
+}
