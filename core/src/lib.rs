@@ -7,6 +7,7 @@
 pub mod error;
 pub mod judge;
 pub mod mc;
+pub mod spec;
 pub mod stats;
 pub mod suite;
 pub mod variant;
