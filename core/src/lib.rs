@@ -3,10 +3,19 @@
 //! Spec parsing and validation, compressed-variant descriptions, prompt suites, judges,
 //! metrics, statistics, the report schema and shard planning. Nothing here touches a tensor,
 //! a socket or an async runtime.
+//!
+//! - [`judge`]: refusal presets with their sources' exact semantics, target, label and
+//!   degeneracy judges, refusal log-odds.
+//! - [`stats`]: Wilson intervals, exact McNemar, seeded paired bootstrap, Holm.
+//! - [`mc`]: lm-evaluation-harness's TruthfulQA mc1 / mc2.
+//! - [`suite`]: CSV / JSON / JSONL suite loaders and the bundled suites.
+//! - [`spec`]: the sweep spec and `validate`.
+//! - [`report`]: report.json schema, per-prompt records, cells, divergences.
 
 pub mod error;
 pub mod judge;
 pub mod mc;
+pub mod report;
 pub mod spec;
 pub mod stats;
 pub mod suite;
@@ -14,4 +23,7 @@ pub mod variant;
 
 pub use error::FieldError;
 pub use judge::{KeywordJudge, MatchMode, Preset, Verdict};
+pub use report::{Cell, Record, Report};
+pub use spec::{Spec, Validated};
+pub use suite::{Expect, Prompt, Suite, SuiteSource};
 pub use variant::{FloatType, GgufType, HeadRef, Method, PruneScope, Variant};
