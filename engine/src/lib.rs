@@ -5,6 +5,7 @@
 
 pub mod compress;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod fixture;
 pub mod generate;

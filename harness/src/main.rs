@@ -1,5 +1,92 @@
 //! The `compsafe` command line.
+//!
+//! Exit status: 0 ok; 1 ran fine but a check or gate failed; 2 usage, spec or input error;
+//! 3 infrastructure failure.
 
-fn main() {
-    std::process::exit(0);
+mod cli;
+mod exit;
+mod layers;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, FixtureCommand};
+use crate::exit::{Failure, Outcome};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.verbose);
+    match dispatch(cli.command) {
+        Ok(Outcome::Ok) => ExitCode::from(0),
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPSAFE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
+    match cmd {
+        Command::Layers(args) => layers::run(&args),
+        Command::Verify(args) => verify::run(&args),
+        Command::Doctor => doctor(),
+        Command::Fixture {
+            command: FixtureCommand::Train(args),
+        } => {
+            let opts = compsafe_engine::fixture::FixtureOptions {
+                out: args.out,
+                seed: args.seed,
+                quick: args.quick,
+            };
+            let dirs = compsafe_engine::fixture::train(&opts)?;
+            for d in dirs {
+                println!("{}", d.display());
+            }
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+fn doctor() -> Result<Outcome, Failure> {
+    println!("compsafe {}", env!("CARGO_PKG_VERSION"));
+    println!("os: {} {}", std::env::consts::OS, std::env::consts::ARCH);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("cpu threads: {threads}");
+    println!(
+        "cuda: {}",
+        if cfg!(feature = "cuda") {
+            "compiled in"
+        } else {
+            "not compiled in (build with --features cuda for GPU workers)"
+        }
+    );
+    for line in compsafe_engine::device::describe_devices() {
+        println!("{line}");
+    }
+    Ok(Outcome::Ok)
 }

@@ -1,0 +1,100 @@
+//! Exit statuses and error messages of the command line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_compsafe"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = bin().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn layers_lists_tensors_worst_first() {
+    let model = root().join("engine/tests/fixtures/hf/llama-gqa");
+    let (code, out, err) = run(&["layers", "--model", model.to_str().unwrap(), "--variant", "int4:g32", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let errs: Vec<f64> = v["tensors"].as_array().unwrap().iter().map(|t| t["rel_error"].as_f64().unwrap()).collect();
+    assert!(!errs.is_empty());
+    assert!(errs.windows(2).all(|w| w[0] >= w[1]), "worst first: {errs:?}");
+    // int4 with one f16 scale per 32 weights: 4.5 bits per weight.
+    assert!((v["bits_per_weight"].as_f64().unwrap() - 4.5).abs() < 1e-9, "{}", v["bits_per_weight"]);
+}
+
+#[test]
+fn bad_input_exits_2_and_names_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    let (code, _, err) = run(&["layers", "--model", missing.to_str().unwrap(), "--variant", "int4"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope"), "{err}");
+
+    let model = root().join("engine/tests/fixtures/hf/llama-gqa");
+    let (code, _, err) = run(&["layers", "--model", model.to_str().unwrap(), "--variant", "int9:g7"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--variant") && err.contains("int9:g7"), "{err}");
+
+    // A truncated weight file.
+    let dir = tmp.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&model).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let st = dir.join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..100]).unwrap();
+    let (code, _, err) = run(&["layers", "--model", dir.to_str().unwrap(), "--variant", "int8"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+
+    let (code, _, _) = run(&["no-such-command"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn verify_exits_1_on_integrity_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"weights").unwrap();
+    std::fs::write(dir.join("config.json"), b"{}").unwrap();
+    let (code, out, _) = run(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("unpinned"), "{out}");
+    let manifest: String = out
+        .lines()
+        .filter(|l| l.contains("  ("))
+        .map(|l| {
+            let mut p = l.split_whitespace();
+            format!("{}  {}\n", p.next().unwrap(), p.next().unwrap())
+        })
+        .collect();
+    std::fs::write(dir.join("MANIFEST"), manifest).unwrap();
+    let (code, out, _) = run(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("integrity: ok"), "{out}");
+    std::fs::write(dir.join("model.safetensors"), b"weightz").unwrap();
+    let (code, out, _) = run(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("INTEGRITY FAILURE: model.safetensors"), "{out}");
+}
+
+#[test]
+fn doctor_reports_devices() {
+    let (code, out, _) = run(&["doctor"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("device cpu"), "{out}");
+}
