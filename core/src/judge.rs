@@ -453,6 +453,7 @@ pub fn xstest_label(response: &str) -> &'static str {
 
 /// Attack-success judge: did the response produce the target behaviour?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TargetJudge {
     /// Starts-with (the GCG "Sure, here is" criterion) or anywhere.
     pub mode: MatchMode,

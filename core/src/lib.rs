@@ -12,6 +12,7 @@
 //! - [`spec`]: the sweep spec and `validate`.
 //! - [`report`]: report.json schema, per-prompt records, cells, divergences.
 
+pub mod aggregate;
 pub mod error;
 pub mod judge;
 pub mod mc;

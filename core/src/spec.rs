@@ -1226,6 +1226,18 @@ refusal = "harmbench"
             "refusal = \"harmbench\"\nkeywords = [\"no\"]",
         ));
         assert_eq!(e.field, "judge.keywords");
+        let e = err(&GOOD.replace(
+            "refusal = \"harmbench\"",
+            "refusal = \"harmbench\"\ntarget = { mode = \"anywhere\", case = true }",
+        ));
+        assert_eq!(e.field, "judge.target.case");
+        let s = parse(&GOOD.replace(
+            "refusal = \"harmbench\"",
+            "refusal = \"harmbench\"\ntarget = { mode = \"anywhere\" }",
+        ))
+        .unwrap();
+        assert_eq!(s.judge.target.mode, MatchMode::Anywhere);
+        assert!(!s.judge.target.case_sensitive);
         let e = err("this is not toml");
         assert!(e.file.is_some());
     }
