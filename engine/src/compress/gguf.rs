@@ -29,12 +29,12 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::DType;
+use candle_core::{DType, Device, Tensor};
 use compsafe_core::GgufType;
 
 use super::{
-    f32_values, relative_error, rows_cols, selected_names, Compressed, Compressor, HeadLayout,
-    LinearWeight, TensorStat, WeightMap,
+    f32_values, par_map, relative_error, rows_cols, selected_names, Compressed, Compressor,
+    HeadLayout, LinearWeight, TensorStat, WeightMap,
 };
 use crate::error::{EngineError, Result};
 
@@ -70,7 +70,7 @@ pub fn fallback(ty: GgufType) -> Option<GgufType> {
 /// The storage a row of `cols` values gets when `ty` is asked for: `Some(type)` (`ty` itself
 /// or its fallback), or `None` for f16.
 pub fn storage_for(ty: GgufType, cols: usize) -> Option<GgufType> {
-    let fits = |t: GgufType| cols > 0 && cols % t.block_size() == 0;
+    let fits = |t: GgufType| cols > 0 && cols.is_multiple_of(t.block_size());
     if fits(ty) {
         Some(ty)
     } else {
@@ -89,6 +89,74 @@ impl Gguf {
     pub fn new(ty: GgufType) -> Gguf {
         Gguf { ty }
     }
+
+    /// Quantizes one tensor (or keeps it in f16 when no block type fits its rows).
+    fn quantize_one(
+        &self,
+        label: &str,
+        name: &str,
+        w: &Tensor,
+    ) -> Result<(TensorStat, LinearWeight)> {
+        if w.rank() != 2 {
+            return Err(EngineError::Invalid(format!(
+                "{label}: tensor `{name}` has shape {:?}; GGUF quantization applies to 2-D \
+                 linear weights [out, in]",
+                w.dims()
+            )));
+        }
+        let (_, cols) = rows_cols(name, w)?;
+        let reference = f32_values(name, w)?;
+        let numel = reference.len();
+        let (weight, rel_error, bytes, note) = match storage_for(self.ty, cols) {
+            Some(ty) => {
+                let src = w.to_dtype(DType::F32)?;
+                let q = QTensor::quantize(&src, ggml_dtype(ty))?;
+                let deq = q
+                    .dequantize(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let note = (ty != self.ty).then(|| {
+                    format!(
+                        "rows of {cols} not divisible by {} ({}): stored as {} as llama.cpp \
+                         does",
+                        self.ty.block_size(),
+                        self.ty.short_name(),
+                        ty.short_name()
+                    )
+                });
+                let bytes = q.storage_size_in_bytes() as u64;
+                (
+                    LinearWeight::Quantized(Arc::new(q)),
+                    relative_error(&reference, &deq),
+                    bytes,
+                    note,
+                )
+            }
+            None => {
+                let half = w.to_dtype(DType::F16)?;
+                let back = f32_values(name, &half)?;
+                let note = format!(
+                    "rows of {cols} not divisible by 32: kept in f16 (as llama.cpp does for \
+                     unusual shapes)"
+                );
+                (
+                    LinearWeight::Dense(half),
+                    relative_error(&reference, &back),
+                    numel as u64 * 2,
+                    Some(note),
+                )
+            }
+        };
+        let stat = TensorStat {
+            name: name.to_string(),
+            rel_error,
+            bits_per_weight: bytes as f64 * 8.0 / numel as f64,
+            numel,
+            bytes,
+            note,
+        };
+        Ok((stat, weight))
+    }
 }
 
 impl Compressor for Gguf {
@@ -99,66 +167,16 @@ impl Compressor for Gguf {
         _layout: &HeadLayout,
     ) -> Result<Compressed> {
         let label = format!("gguf:{}", self.ty.short_name());
+        let names = selected_names(weights, selected, &label)?;
+        // Tensors are independent: quantize them on all cores (candle's quantizer is serial).
+        let results = par_map(&names, |name| {
+            self.quantize_one(&label, name, &weights[*name])
+        });
         let mut out = Compressed::default();
-        for name in selected_names(weights, selected, &label)? {
-            let w = &weights[name];
-            if w.rank() != 2 {
-                return Err(EngineError::Invalid(format!(
-                    "{label}: tensor `{name}` has shape {:?}; GGUF quantization applies to 2-D \
-                     linear weights [out, in]",
-                    w.dims()
-                )));
-            }
-            let (_, cols) = rows_cols(name, w)?;
-            let reference = f32_values(name, w)?;
-            let numel = reference.len();
-            let (weight, rel_error, bytes, note) = match storage_for(self.ty, cols) {
-                Some(ty) => {
-                    let src = w.to_dtype(DType::F32)?;
-                    let q = QTensor::quantize(&src, ggml_dtype(ty))?;
-                    let deq = q.dequantize(&candle_core::Device::Cpu)?;
-                    let deq = deq.flatten_all()?.to_vec1::<f32>()?;
-                    let note = (ty != self.ty).then(|| {
-                        format!(
-                            "rows of {cols} not divisible by {} ({}): stored as {} as \
-                             llama.cpp does",
-                            self.ty.block_size(),
-                            self.ty.short_name(),
-                            ty.short_name()
-                        )
-                    });
-                    let bytes = q.storage_size_in_bytes() as u64;
-                    (
-                        LinearWeight::Quantized(Arc::new(q)),
-                        relative_error(&reference, &deq),
-                        bytes,
-                        note,
-                    )
-                }
-                None => {
-                    let half = w.to_dtype(DType::F16)?;
-                    let back = f32_values(name, &half)?;
-                    let note = format!(
-                        "rows of {cols} not divisible by 32: kept in f16 (as llama.cpp does \
-                         for unusual shapes)"
-                    );
-                    (
-                        LinearWeight::Dense(half),
-                        relative_error(&reference, &back),
-                        numel as u64 * 2,
-                        Some(note),
-                    )
-                }
-            };
-            out.stats.push(TensorStat {
-                name: name.to_string(),
-                rel_error,
-                bits_per_weight: bytes as f64 * 8.0 / numel as f64,
-                numel,
-                bytes,
-                note,
-            });
-            out.weights.insert(name.to_string(), weight);
+        for r in results {
+            let (stat, weight) = r?;
+            out.weights.insert(stat.name.clone(), weight);
+            out.stats.push(stat);
         }
         Ok(out)
     }
@@ -166,8 +184,6 @@ impl Compressor for Gguf {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
-
     use super::*;
 
     fn layout() -> HeadLayout {

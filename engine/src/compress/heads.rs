@@ -32,7 +32,7 @@ pub fn o_proj_name(layer: usize) -> String {
 /// # Panics
 /// If a head's columns exceed `cols` or `cols` does not divide `data.len()`.
 pub fn zero_head_columns(data: &mut [f32], cols: usize, head_dim: usize, heads: &[usize]) {
-    assert!(cols > 0 && data.len() % cols == 0);
+    assert!(cols > 0 && data.len().is_multiple_of(cols));
     for row in data.chunks_exact_mut(cols) {
         for &h in heads {
             row[h * head_dim..(h + 1) * head_dim].fill(0.0);

@@ -112,7 +112,7 @@ fn nth_bucket(hist: &[usize], k: usize) -> (usize, usize) {
 /// # Panics
 /// If `m` is 0, `n > m`, or `m` does not divide `data.len()`.
 pub fn n_of_m_in_place(data: &mut [f32], n: usize, m: usize) {
-    assert!(m > 0 && n <= m && data.len() % m == 0);
+    assert!(m > 0 && n <= m && data.len().is_multiple_of(m));
     let mut order: Vec<usize> = Vec::with_capacity(m);
     for group in data.chunks_exact_mut(m) {
         order.clear();
@@ -199,11 +199,12 @@ impl Compressor for MagnitudePrune {
             PruneScope::Layer => format!("prune:{}:layer", self.sparsity),
         };
         let names = selected_names(weights, selected, &label)?;
-        let mut reference = Vec::with_capacity(names.len());
+        // One working copy of the selected weights; the reference is re-read tensor by tensor
+        // for the error, so a whole model is never held twice over.
+        let mut pruned = Vec::with_capacity(names.len());
         for name in &names {
-            reference.push(f32_values(name, &weights[*name])?);
+            pruned.push(f32_values(name, &weights[*name])?);
         }
-        let mut pruned = reference.clone();
         match self.scope {
             PruneScope::Global => {
                 let total = pruned.iter().map(Vec::len).sum();
@@ -223,8 +224,10 @@ impl Compressor for MagnitudePrune {
             PruneScope::Layer => "per-tensor magnitude pruning",
         };
         let mut out = Compressed::default();
-        for ((name, r), p) in names.iter().zip(&reference).zip(pruned) {
-            finish(&mut out, name, &weights[*name], r, p, what)?;
+        for (name, p) in names.iter().zip(pruned) {
+            let w = &weights[*name];
+            let reference = f32_values(name, w)?;
+            finish(&mut out, name, w, &reference, p, what)?;
         }
         Ok(out)
     }
@@ -262,7 +265,7 @@ impl Compressor for NofMPrune {
         for name in selected_names(weights, selected, &label)? {
             let w = &weights[name];
             let (_, cols) = rows_cols(name, w)?;
-            if cols == 0 || cols % m != 0 {
+            if cols == 0 || !cols.is_multiple_of(m) {
                 return Err(EngineError::Invalid(format!(
                     "{label}: tensor `{name}` has rows of {cols} inputs (shape {:?}), not \
                      divisible by M = {m}",

@@ -164,7 +164,7 @@ pub fn fake_quantize(
     bits: u8,
     asym: bool,
 ) -> Option<Vec<Grid>> {
-    assert!(cols > 0 && group > 0 && cols % group == 0 && data.len() % cols == 0);
+    assert!(cols > 0 && group > 0 && cols.is_multiple_of(group) && data.len().is_multiple_of(cols));
     let mut grids = Vec::with_capacity(data.len() / group);
     for chunk in data.chunks_exact_mut(group) {
         let grid = grid_for(chunk, bits, asym)?;
@@ -234,7 +234,7 @@ impl Compressor for Rtn {
             let w = &weights[name];
             let (_, cols) = rows_cols(name, w)?;
             let group = self.group.unwrap_or(cols);
-            if cols == 0 || cols % group != 0 {
+            if cols == 0 || !cols.is_multiple_of(group) {
                 return Err(EngineError::Invalid(format!(
                     "{label}: tensor `{name}` has rows of {cols} inputs (shape {:?}), not \
                      divisible by the group size {group}",
