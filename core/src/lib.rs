@@ -14,8 +14,10 @@
 
 pub mod aggregate;
 pub mod error;
+pub mod gate;
 pub mod judge;
 pub mod mc;
+pub mod render;
 pub mod report;
 pub mod spec;
 pub mod stats;
