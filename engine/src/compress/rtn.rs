@@ -338,6 +338,44 @@ mod tests {
     }
 
     #[test]
+    fn group_must_divide_the_rows() {
+        use candle_core::{Device, Tensor};
+        let mut weights = WeightMap::new();
+        weights.insert(
+            "model.layers.1.mlp.down_proj.weight".into(),
+            (Tensor::ones((4, 96), candle_core::DType::F32, &Device::Cpu).unwrap() * 7.0).unwrap(),
+        );
+        let layout = HeadLayout {
+            num_layers: 2,
+            num_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 96,
+        };
+        let e = Rtn::new(4, Some(64), true)
+            .unwrap()
+            .compress(&weights, &|_| true, &layout)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("int4:g64:asym") && e.contains("down_proj") && e.contains("96"),
+            "{e}"
+        );
+        let c = Rtn::new(4, Some(32), false)
+            .unwrap()
+            .compress(&weights, &|_| true, &layout)
+            .unwrap();
+        let s = &c.stats[0];
+        // Rows of 7s: scale 1, code 7, no error; 4 * 96 * 4 bits + 12 f16 scales.
+        assert_eq!(s.rel_error, 0.0);
+        assert_eq!(s.bytes, (4 * 96 * 4 + 12 * 16) / 8);
+        let e = Rtn::new(4, None, false)
+            .unwrap()
+            .compress(&weights, &|n| n.contains("q_proj"), &layout)
+            .unwrap_err();
+        assert!(e.to_string().contains("matches none"), "{e}");
+    }
+
+    #[test]
     fn bits_per_weight_counts_f16_scales() {
         assert_eq!(
             Rtn::new(4, Some(32), false).unwrap().bits_per_weight(4096),
