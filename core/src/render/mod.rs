@@ -144,6 +144,17 @@ pub(crate) fn fmt_p(p: f64) -> String {
     }
 }
 
+/// A relative weight error: four decimals, or scientific notation below 0.001.
+pub(crate) fn fmt_err(x: f64) -> String {
+    if !x.is_finite() {
+        ABSENT.to_string()
+    } else if x == 0.0 || x >= 0.001 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
 /// A byte count in binary units.
 pub(crate) fn fmt_bytes(b: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -303,7 +314,7 @@ pub(crate) fn variants_table(report: &Report) -> Table {
                 .and_then(|w| w.worst.first())
                 .map_or_else(
                     || ABSENT.to_string(),
-                    |t| format!("{} ({:.3})", t.tensor, t.rel_error),
+                    |t| format!("{} ({})", t.tensor, fmt_err(t.rel_error)),
                 );
             vec![
                 name,
@@ -312,7 +323,9 @@ pub(crate) fn variants_table(report: &Report) -> Table {
                 bits,
                 v.bytes.map_or_else(|| ABSENT.to_string(), fmt_bytes),
                 format!("{:?}", v.integrity).to_lowercase(),
-                fmt_rate(v.weight_error.as_ref().map(|w| w.mean_rel)),
+                v.weight_error
+                    .as_ref()
+                    .map_or_else(|| ABSENT.to_string(), |w| fmt_err(w.mean_rel)),
                 worst,
             ]
         })

@@ -32,13 +32,13 @@ pub(crate) struct Scatter {
     pub(crate) points: Vec<Point>,
 }
 
-const W: f64 = 660.0;
+const W: f64 = 680.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 460.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 256.0;
-const LEGEND_X: f64 = 478.0;
+const LEGEND_X: f64 = 484.0;
 const CHAR_W: f64 = 6.0;
 
 fn label_width(s: &str) -> f64 {
@@ -95,7 +95,9 @@ pub(crate) fn scatter(plot: &Scatter) -> String {
         k0 -= 1;
         k1 += 1;
     }
-    let sx = |v: f64| LEFT + (v.log2() - f64::from(k0)) / f64::from(k1 - k0) * (RIGHT - LEFT);
+    // Ticks sit on whole powers of two; the domain has a margin so no point sits on an edge.
+    let (d0, d1) = (f64::from(k0) - 0.3, f64::from(k1) + 0.3);
+    let sx = |v: f64| LEFT + (v.log2() - d0) / (d1 - d0) * (RIGHT - LEFT);
     let sy = |v: f64| BOTTOM - v.clamp(0.0, 1.0) * (BOTTOM - TOP);
 
     // Grid and axes.
@@ -178,23 +180,37 @@ pub(crate) fn scatter(plot: &Scatter) -> String {
         }
         let _ = write!(s, "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"4\"/>");
         let w = label_width(&p.label);
-        let mut chosen = 0.0;
-        for dy in [0.0, 12.0, -12.0, 24.0, -24.0, 36.0, -36.0, 48.0, -48.0] {
-            let b = [px + 7.0, py + dy - 9.0, px + 7.0 + w, py + dy + 3.0];
-            let free = boxes
-                .iter()
-                .all(|o| b[2] <= o[0] || b[0] >= o[2] || b[3] <= o[1] || b[1] >= o[3]);
-            if free {
-                chosen = dy;
-                break;
+        // Right of the point unless that runs past the plot area; then left of it.
+        let right_first = px + 7.0 + w <= RIGHT + 2.0;
+        let sides = if right_first {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        let place = |right: bool, dy: f64| {
+            let x0 = if right { px + 7.0 } else { px - 7.0 - w };
+            [x0, py + dy - 9.0, x0 + w, py + dy + 3.0]
+        };
+        let mut chosen = (sides[0], 0.0);
+        'search: for dy in [0.0, 12.0, -12.0, 24.0, -24.0, 36.0, -36.0] {
+            for right in sides {
+                let b = place(right, dy);
+                let free = boxes
+                    .iter()
+                    .all(|o| b[2] <= o[0] || b[0] >= o[2] || b[3] <= o[1] || b[1] >= o[3]);
+                if free {
+                    chosen = (right, dy);
+                    break 'search;
+                }
             }
         }
-        boxes.push([px + 7.0, py + chosen - 9.0, px + 7.0 + w, py + chosen + 3.0]);
+        let b = place(chosen.0, chosen.1);
+        boxes.push(b);
         let _ = write!(
             s,
             "<text class=\"lbl\" x=\"{:.1}\" y=\"{:.1}\">{}</text></g>",
-            px + 7.0,
-            py + chosen + 3.0,
+            b[0],
+            b[3],
             escape_xml(&p.label)
         );
     }
@@ -257,7 +273,10 @@ pub(crate) fn tensor_bars(
     let rows: Vec<&TensorError> = worst.iter().filter(|t| t.rel_error.is_finite()).collect();
     let h = 30.0 + ROW * rows.len().max(1) as f64 + 8.0;
     let mut s = String::new();
-    let title = format!("{variant}: relative weight error, worst tensors (mean {mean_rel:.4})");
+    let title = format!(
+        "{variant}: relative weight error, worst tensors (mean {})",
+        super::fmt_err(mean_rel)
+    );
     let _ = write!(
         s,
         "<svg class=\"bars\" viewBox=\"0 0 {W} {h}\" width=\"{W}\" height=\"{h}\" role=\"img\">\
@@ -280,12 +299,12 @@ pub(crate) fn tensor_bars(
         let w = (t.rel_error / scale).clamp(0.0, 1.0) * BAR_W;
         let _ = write!(
             s,
-            "<g class=\"bar\"><title>{}: {:.4}</title>\
+            "<g class=\"bar\"><title>{}: {}</title>\
              <text class=\"lbl\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
              <rect x=\"{BAR_X}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\"/>\
-             <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\">{:.4}</text></g>",
+             <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\">{}</text></g>",
             escape_xml(&t.tensor),
-            t.rel_error,
+            super::fmt_err(t.rel_error),
             BAR_X - 6.0,
             y + 11.0,
             escape_xml(&short_tensor(&t.tensor)),
@@ -293,7 +312,7 @@ pub(crate) fn tensor_bars(
             ROW - 4.0,
             BAR_X + w + 4.0,
             y + 11.0,
-            t.rel_error
+            super::fmt_err(t.rel_error)
         );
     }
     s.push_str("</svg>");

@@ -419,6 +419,8 @@ fn escaping() {
     assert_eq!(fmt_bytes(1536), "1.50 KiB");
     assert_eq!(fmt_bytes(10), "10 B");
     assert_eq!(fmt_rate(None), ABSENT);
+    assert_eq!(fmt_err(0.0081), "0.0081");
+    assert_eq!(fmt_err(0.000_123), "1.23e-4");
     assert_eq!(fmt_rate(Some(f64::NAN)), ABSENT);
 }
 
@@ -478,7 +480,7 @@ fn markdown_has_the_numbers() {
         "models/tiny-chat, integrity **ok** (1 file)",
         "Reference: fp32",
         // Variants table.
-        "| int2:g16 | quantization | int2:g16 | 3.00 | 375 B | ok | 0.301 |",
+        "| int2:g16 | quantization | int2:g16 | 3.00 | 375 B | ok | 0.3012 |",
         "16.00 (from bytes)",
         // advbench table: rate with Wilson CI, delta with CI, p-values, flips, logits.
         "0.400 \\[0.276, 0.538\\]",
@@ -595,7 +597,7 @@ fn refusal_plot_has_one_point_per_variant_with_ci_bars() {
     assert!(adv.contains("<g class=\"unplaced\" data-variant=\"gguf-dl\">"));
     assert!(adv.contains("gguf-dl: 0.920 [0.81, 0.97]"), "{adv}");
     // int2:g16's bar spans its Wilson interval [0.276, 0.538] on the 0..1 axis (y 256..34).
-    let y = |v: f64| 256.0 - v * 222.0;
+    let y = |v: f64| 256.0 - v * 222.0; // BOTTOM - v * (BOTTOM - TOP)
     let g = &adv[adv.find("data-variant=\"int2:g16\"").unwrap()..];
     let g = &g[..g.find("</g>").unwrap()];
     assert!(g.contains(&format!("y1=\"{:.1}\"", y(0.2762))), "{g}");
@@ -729,4 +731,19 @@ fn junit_of_an_empty_report() {
     let x = junit(&empty(), Some(&GateOutcome::default()));
     well_formed(&x).unwrap();
     assert!(x.contains("tests=\"0\" failures=\"0\""));
+}
+
+/// Writes the sample report's renderings into `$COMPSAFE_RENDER_SAMPLES` when it is set, for
+/// looking at them in a browser.
+#[test]
+fn sample_renderings_on_request() {
+    let Some(dir) = std::env::var_os("COMPSAFE_RENDER_SAMPLES") else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let r = sample();
+    std::fs::write(dir.join("report.md"), markdown(&r)).unwrap();
+    std::fs::write(dir.join("report.html"), html(&r)).unwrap();
+    std::fs::write(dir.join("junit.xml"), junit(&r, None)).unwrap();
 }
