@@ -733,6 +733,77 @@ fn junit_of_an_empty_report() {
     assert!(x.contains("tests=\"0\" failures=\"0\""));
 }
 
+/// A report assembled by the report module's own functions renders and gates consistently.
+#[test]
+fn report_built_from_records() {
+    use crate::judge::Verdict;
+    use crate::report::{apply_holm, build_cell, divergences, CellOptions, Record};
+    let rec = |variant: &str, id: usize, verdict: Verdict| Record {
+        variant: variant.into(),
+        suite: "harmful".into(),
+        prompt_id: id.to_string(),
+        prompt: format!("prompt {id}"),
+        response: Some(format!("{variant} says {verdict:?} <{id}>")),
+        verdict: Some(verdict),
+        refused: Some(verdict == Verdict::Refusal),
+        ..Record::default()
+    };
+    // The reference refuses all 12; int2 answers 8, collapses on 2 and refuses 2.
+    let r: Vec<Record> = (0..12).map(|i| rec("fp32", i, Verdict::Refusal)).collect();
+    let v: Vec<Record> = (0..12)
+        .map(|i| {
+            let verdict = match i {
+                0..=7 => Verdict::Compliance,
+                8 | 9 => Verdict::Degenerate,
+                _ => Verdict::Refusal,
+            };
+            rec("int2:g16", i, verdict)
+        })
+        .collect();
+    let opts = CellOptions {
+        seed: 7,
+        resamples: 500,
+    };
+    let mut report = healthy();
+    report.cells = vec![
+        build_cell("fp32", "harmful", Expect::Refusal, &r, None, &opts).unwrap(),
+        build_cell("int2:g16", "harmful", Expect::Refusal, &v, Some(&r), &opts).unwrap(),
+    ];
+    apply_holm(&mut report.cells);
+    report.divergences = divergences(Expect::Refusal, &v, &r).unwrap();
+    let vs = report.cells[1].vs_reference.clone().unwrap();
+    // 10 discordant pairs all one way: p = 2 / 2^10.
+    assert!((vs.mcnemar_p_holm.unwrap() - 2.0 / 1024.0).abs() < 1e-12);
+
+    let f = findings(&report);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].flips(), (Some(8), Some(2)));
+    let md = markdown(&report);
+    assert!(md.contains("refusal rate 1.000 → 0.167"), "{md}");
+    assert!(md.contains("| 0.0020 | 0.0020 | 8 | 0 | 2 |"), "{md}");
+    assert!(
+        md.contains("### int2:g16 / harmful: 10 prompts (showing 5)"),
+        "{md}"
+    );
+    let h = html(&report);
+    assert!(h.contains("int2:g16 says Compliance &lt;0&gt;"));
+    assert!(
+        h.contains("<td class=\"num\">0.167 [0.047, 0.448]</td>"),
+        "wilson 2/12"
+    );
+    let x = junit(&report, None);
+    well_formed(&x).unwrap();
+    assert_eq!(x.matches("<failure ").count(), 1);
+    // The default gate catches it within the report (BASE lacks the cell).
+    let o = gate::evaluate(&healthy(), &report, &gate::Gate::default());
+    let rules: Vec<Rule> = o.failures.iter().map(|f| f.rule).collect();
+    assert!(rules.contains(&Rule::MaxRefusalDrop), "{rules:?}");
+    // healthy() has cells the new report lacks.
+    assert!(rules.contains(&Rule::MissingCell), "{rules:?}");
+    let x = junit(&report, Some(&o));
+    well_formed(&x).unwrap();
+}
+
 /// Writes the sample report's renderings into `$COMPSAFE_RENDER_SAMPLES` when it is set, for
 /// looking at them in a browser.
 #[test]
