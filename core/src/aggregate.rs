@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::error::FieldError;
 use crate::report::{
-    apply_holm, build_cell, divergences, rank_divergences, CellOptions, ModelInfo, Record, Report, SweepInfo,
-    VariantInfo, SCHEMA,
+    apply_holm, build_cell, divergences, rank_divergences, CellOptions, ModelInfo, Record, Report,
+    SweepInfo, VariantInfo, SCHEMA,
 };
 use crate::spec::Spec;
 use crate::suite::Suite;
@@ -30,25 +30,45 @@ pub struct Inputs<'a> {
 /// Sorts records into the canonical order: variant in spec order, suite in spec order, prompt in
 /// suite order. Records of unknown variants, suites or prompts are an error.
 pub fn canonical_order(inputs: &Inputs<'_>, records: &mut [Record]) -> Result<(), FieldError> {
-    let v_rank: BTreeMap<&str, usize> =
-        inputs.variants.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
-    let s_rank: BTreeMap<&str, usize> = inputs.suites.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let v_rank: BTreeMap<&str, usize> = inputs
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.as_str(), i))
+        .collect();
+    let s_rank: BTreeMap<&str, usize> = inputs
+        .suites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     let p_rank: BTreeMap<(&str, &str), usize> = inputs
         .suites
         .iter()
-        .flat_map(|s| s.prompts.iter().enumerate().map(move |(i, p)| ((s.name.as_str(), p.id.as_str()), i)))
+        .flat_map(|s| {
+            s.prompts
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| ((s.name.as_str(), p.id.as_str()), i))
+        })
         .collect();
     let mut keys = Vec::with_capacity(records.len());
     for r in records.iter() {
-        let v = v_rank
-            .get(r.variant.as_str())
-            .ok_or_else(|| FieldError::new("records.variant", &r.variant, "not a variant of this sweep"))?;
-        let s = s_rank
-            .get(r.suite.as_str())
-            .ok_or_else(|| FieldError::new("records.suite", &r.suite, "not a suite of this sweep"))?;
+        let v = v_rank.get(r.variant.as_str()).ok_or_else(|| {
+            FieldError::new("records.variant", &r.variant, "not a variant of this sweep")
+        })?;
+        let s = s_rank.get(r.suite.as_str()).ok_or_else(|| {
+            FieldError::new("records.suite", &r.suite, "not a suite of this sweep")
+        })?;
         let p = p_rank
             .get(&(r.suite.as_str(), r.prompt_id.as_str()))
-            .ok_or_else(|| FieldError::new("records.prompt_id", &r.prompt_id, format!("not a prompt of suite {}", r.suite)))?;
+            .ok_or_else(|| {
+                FieldError::new(
+                    "records.prompt_id",
+                    &r.prompt_id,
+                    format!("not a prompt of suite {}", r.suite),
+                )
+            })?;
         keys.push((*v, *s, *p));
     }
     let mut idx: Vec<usize> = (0..records.len()).collect();
@@ -65,7 +85,10 @@ pub fn assemble(inputs: Inputs<'_>, records: &[Record]) -> Result<Report, FieldE
     let reference = inputs.spec.reference.clone();
     let mut by_cell: BTreeMap<(&str, &str), Vec<Record>> = BTreeMap::new();
     for r in &records {
-        by_cell.entry((r.variant.as_str(), r.suite.as_str())).or_default().push(r.clone());
+        by_cell
+            .entry((r.variant.as_str(), r.suite.as_str()))
+            .or_default()
+            .push(r.clone());
     }
     let opts_for = |_: &str, _: &str| CellOptions {
         seed: inputs.spec.sweep.seed,
@@ -75,7 +98,9 @@ pub fn assemble(inputs: Inputs<'_>, records: &[Record]) -> Result<Report, FieldE
     let mut divs = Vec::new();
     for suite in inputs.suites {
         let empty = Vec::new();
-        let ref_recs = by_cell.get(&(reference.as_str(), suite.name.as_str())).unwrap_or(&empty);
+        let ref_recs = by_cell
+            .get(&(reference.as_str(), suite.name.as_str()))
+            .unwrap_or(&empty);
         for v in &inputs.variants {
             let recs = match by_cell.get(&(v.name.as_str(), suite.name.as_str())) {
                 Some(r) => r,
@@ -87,7 +112,11 @@ pub fn assemble(inputs: Inputs<'_>, records: &[Record]) -> Result<Report, FieldE
                 &suite.name,
                 suite.expect,
                 recs,
-                if is_ref { None } else { Some(ref_recs.as_slice()) },
+                if is_ref {
+                    None
+                } else {
+                    Some(ref_recs.as_slice())
+                },
                 &opts_for(&v.name, &suite.name),
             )?;
             cells.push(cell);

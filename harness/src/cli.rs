@@ -19,6 +19,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs a sweep on this machine and writes its reports.
+    Run(RunArgs),
+    /// Parses and checks a spec (files, hashes, regexes, suites); runs nothing.
+    Validate(ValidateArgs),
     /// Per-tensor error of one compressed variant, worst first.
     Layers(LayersArgs),
     /// Integrity of model files (sha256 of every file against a manifest).
@@ -85,4 +89,30 @@ pub struct VerifyArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `compsafe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The sweep spec (TOML).
+    pub spec: PathBuf,
+    /// Output directory (default: out/<sweep name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Worker slots.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Machine-readable progress (JSON lines) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `compsafe validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The sweep spec (TOML).
+    pub spec: PathBuf,
 }

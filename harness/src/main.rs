@@ -6,6 +6,7 @@
 mod cli;
 mod exit;
 mod layers;
+mod run;
 mod verify;
 
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ fn init_tracing(verbose: u8) {
 
 fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
     match cmd {
+        Command::Run(args) => run::run_cmd(&args),
+        Command::Validate(args) => run::validate_cmd(&args),
         Command::Layers(args) => layers::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Doctor => doctor(),
@@ -70,6 +73,15 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// The human-readable outputs of a report, by file name.
+pub(crate) fn render_all(report: &compsafe_core::Report) -> Vec<(&'static str, String)> {
+    vec![
+        ("report.md", compsafe_core::render::markdown(report)),
+        ("report.html", compsafe_core::render::html(report)),
+        ("junit.xml", compsafe_core::render::junit(report, None)),
+    ]
 }
 
 fn doctor() -> Result<Outcome, Failure> {

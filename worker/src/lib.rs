@@ -1,1 +1,5 @@
-//! Worker: pulls work units and runs them on the engine.
+//! compsafe-worker: runs work units on the engine and reports their records.
+
+pub mod exec;
+
+pub use exec::{Evaluator, ReferenceOutputs};

@@ -1,0 +1,280 @@
+//! `compsafe run` and `compsafe validate`: a sweep on this machine, and its outputs.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use compsafe_core::aggregate::{assemble, Inputs};
+use compsafe_core::report::{FileInfo, Integrity, ModelInfo, Record, SweepInfo, TensorError, VariantInfo, WeightError};
+use compsafe_core::spec::{validate, Validated};
+use compsafe_core::suite::Expect;
+use compsafe_core::{Method, Report};
+use compsafe_engine::device::parse_device;
+use compsafe_engine::integrity;
+use compsafe_worker::exec::{judges_for, Evaluator, ReferenceOutputs};
+
+use crate::cli::{RunArgs, ValidateArgs};
+use crate::exit::{Failure, Outcome};
+
+/// Worst tensors listed per variant in the report.
+const WORST_TENSORS: usize = 8;
+
+pub fn validate_cmd(args: &ValidateArgs) -> Result<Outcome, Failure> {
+    let v = validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
+    let prompts: usize = v.suites.iter().map(|s| s.len()).sum();
+    println!(
+        "{}: ok — model {}, {} variants, {} suites, {} prompts",
+        args.spec.display(),
+        v.spec.model.path.display(),
+        v.spec.variants.len(),
+        v.suites.len(),
+        prompts
+    );
+    Ok(Outcome::Ok)
+}
+
+fn now_rfc3339() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn sweep_id(spec_sha: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}-{:x}", &spec_sha[..12.min(spec_sha.len())], nanos & 0xffff_ffff_ffff)
+}
+
+fn progress(json: bool, msg: &str) {
+    if json {
+        eprintln!("{}", serde_json::json!({"event": "progress", "message": msg}));
+    } else {
+        eprintln!("{msg}");
+    }
+}
+
+/// Runs the sweep in this process and returns its report and records.
+pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<Record>), Failure> {
+    let spec = &v.spec;
+    let started_at = now_rfc3339();
+    let device = parse_device(device)?;
+    let (digests, integrity) = integrity::verify(&spec.model.path, spec.model.manifest.as_deref())?;
+    let model_info = ModelInfo {
+        path: spec.model.path.display().to_string(),
+        files: digests
+            .iter()
+            .map(|d| FileInfo {
+                name: d.name.clone(),
+                sha256: d.sha256.clone(),
+                bytes: d.bytes,
+            })
+            .collect(),
+        integrity: match integrity {
+            integrity::Integrity::Ok => Integrity::Ok,
+            integrity::Integrity::Failed(_) => Integrity::Failed,
+            integrity::Integrity::Unpinned => Integrity::Unpinned,
+        },
+    };
+    if let integrity::Integrity::Failed(msgs) = &integrity {
+        for m in msgs {
+            eprintln!("{m}");
+        }
+    }
+    progress(json, &format!("loading {}", spec.model.path.display()));
+    let eval = Evaluator::load(&spec.model.path, spec.model.chat_template.as_deref(), &device)?;
+    let mut records: Vec<Record> = Vec::new();
+    let mut variants: Vec<VariantInfo> = Vec::new();
+    let mut reference_outputs: BTreeMap<String, ReferenceOutputs> = BTreeMap::new();
+    let budget = spec.generation.batch_tokens as usize;
+    for (vi, entry) in spec.variants.iter().enumerate() {
+        let variant = &entry.variant;
+        let is_ref = vi == 0;
+        progress(json, &format!("variant {} ({}/{})", variant.name, vi + 1, spec.variants.len()));
+        let derived = eval.derive(variant)?;
+        let weight_error = derived.mean_rel_error().map(|mean_rel| WeightError {
+            mean_rel,
+            worst: derived
+                .worst_first()
+                .into_iter()
+                .take(WORST_TENSORS)
+                .map(|s| TensorError {
+                    tensor: s.name.clone(),
+                    rel_error: s.rel_error,
+                })
+                .collect(),
+        });
+        let variant_integrity = match &variant.method {
+            Method::Checkpoint { path } if !entry.sha256.is_empty() => {
+                let (d, _) = integrity::verify(path, None)?;
+                let ok = entry
+                    .sha256
+                    .iter()
+                    .all(|(name, want)| d.iter().any(|x| &x.name == name && &x.sha256 == want));
+                if ok {
+                    Integrity::Ok
+                } else {
+                    Integrity::Failed
+                }
+            }
+            Method::Checkpoint { path } if path.is_dir() && path.join("MANIFEST").exists() => {
+                match integrity::verify(path, None)?.1 {
+                    integrity::Integrity::Ok => Integrity::Ok,
+                    _ => Integrity::Failed,
+                }
+            }
+            Method::Checkpoint { .. } => Integrity::Unpinned,
+            _ => model_info.integrity,
+        };
+        variants.push(VariantInfo {
+            name: variant.name.clone(),
+            kind: variant.method.kind().to_string(),
+            method: variant.method.to_string(),
+            bits_per_weight: Some(derived.bits_per_weight),
+            bytes: Some(derived.bytes),
+            integrity: variant_integrity,
+            weight_error,
+        });
+        for (si, suite) in v.suites.iter().enumerate() {
+            let judges = judges_for(
+                spec.refusal_judge(si),
+                spec.judge.target.clone(),
+                spec.judge.degenerate,
+                suite,
+            )?;
+            let recs = if suite.expect == Expect::MultipleChoice {
+                eval.eval_multiple_choice(&variant.name, &derived.model, suite, &suite.prompts, budget)?
+            } else {
+                let reference = if is_ref { None } else { reference_outputs.get(&suite.name) };
+                let (recs, own) = eval.eval_generation(
+                    &variant.name,
+                    &derived.model,
+                    suite,
+                    &suite.prompts,
+                    &judges,
+                    &spec.generation,
+                    reference,
+                )?;
+                if is_ref {
+                    reference_outputs.insert(suite.name.clone(), own);
+                }
+                recs
+            };
+            records.extend(recs);
+        }
+    }
+    let sweep = SweepInfo {
+        id: sweep_id(&spec.sha256),
+        name: spec.sweep.name.clone(),
+        spec_sha256: spec.sha256.clone(),
+        seed: spec.sweep.seed,
+        started_at,
+        finished_at: now_rfc3339(),
+    };
+    let report = assemble(
+        Inputs {
+            spec,
+            suites: &v.suites,
+            sweep,
+            model: model_info,
+            variants,
+        },
+        &records,
+    )?;
+    Ok((report, records))
+}
+
+fn write_file(path: &Path, contents: &[u8]) -> Result<(), Failure> {
+    std::fs::write(path, contents).map_err(|e| Failure {
+        code: 3,
+        message: format!("{}: cannot write: {e}", path.display()),
+    })
+}
+
+/// Writes report.json, records.jsonl, report.md, report.html and junit.xml into `out`.
+pub fn write_outputs(out: &Path, report: &Report, records: &[Record]) -> Result<Vec<PathBuf>, Failure> {
+    std::fs::create_dir_all(out).map_err(|e| Failure {
+        code: 3,
+        message: format!("{}: cannot create output directory: {e}", out.display()),
+    })?;
+    let mut written = Vec::new();
+    let json = serde_json::to_string_pretty(report).map_err(|e| Failure {
+        code: 3,
+        message: format!("report serialisation failed: {e}"),
+    })?;
+    let p = out.join("report.json");
+    write_file(&p, format!("{json}\n").as_bytes())?;
+    written.push(p);
+    let mut jsonl = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut jsonl, r).map_err(|e| Failure {
+            code: 3,
+            message: format!("record serialisation failed: {e}"),
+        })?;
+        let _ = jsonl.write_all(b"\n");
+    }
+    let p = out.join("records.jsonl");
+    write_file(&p, &jsonl)?;
+    written.push(p);
+    for (name, text) in crate::render_all(report) {
+        let p = out.join(name);
+        write_file(&p, text.as_bytes())?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
+    let v = validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
+    let (report, records) = execute(&v, &args.device, args.json)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&v.spec.sweep.name));
+    let written = write_outputs(&out, &report, &records)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "sweep": report.sweep.id,
+                "files": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()})
+        );
+    } else {
+        print_summary(&report);
+        for p in &written {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn print_summary(report: &Report) {
+    println!("sweep {} ({}), reference {}", report.sweep.name, report.sweep.id, report.reference);
+    for c in &report.cells {
+        let mut parts = vec![format!("{:<18} {:<22} n={:<4}", c.variant, c.suite, c.n)];
+        if let Some(r) = c.refusal_rate {
+            parts.push(format!("refusal {:.3}", r));
+        }
+        if let Some(r) = c.asr {
+            parts.push(format!("asr {:.3}", r));
+        }
+        if let Some(r) = c.accuracy {
+            parts.push(format!("acc {:.3}", r));
+        }
+        if let Some(r) = c.mc2 {
+            parts.push(format!("mc2 {:.3}", r));
+        }
+        if let Some(vs) = &c.vs_reference {
+            parts.push(format!("Δ {:+.3}", vs.delta));
+            if let Some(p) = vs.mcnemar_p {
+                parts.push(format!("p={p:.2e}"));
+            }
+        }
+        println!("{}", parts.join("  "));
+    }
+}
