@@ -23,6 +23,8 @@ pub enum Command {
     Run(RunArgs),
     /// Parses and checks a spec (files, hashes, regexes, suites); runs nothing.
     Validate(ValidateArgs),
+    /// Regression gate: compares two report.json files (exit 1 when a rule fails).
+    Diff(DiffArgs),
     /// Per-tensor error of one compressed variant, worst first.
     Layers(LayersArgs),
     /// Integrity of model files (sha256 of every file against a manifest).
@@ -115,4 +117,22 @@ pub struct RunArgs {
 pub struct ValidateArgs {
     /// The sweep spec (TOML).
     pub spec: PathBuf,
+}
+
+/// Arguments of `compsafe diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The accepted baseline report.json.
+    pub base: PathBuf,
+    /// The new report.json.
+    pub new: PathBuf,
+    /// Gate rules (TOML); default: no refusal drop beyond 0.05 and the hidden-danger rule.
+    #[arg(long)]
+    pub gate: Option<PathBuf>,
+    /// Also write junit.xml with the gate's verdict per cell.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -4,6 +4,7 @@
 //! 3 infrastructure failure.
 
 mod cli;
+mod diff;
 mod exit;
 mod layers;
 mod run;
@@ -55,6 +56,7 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
     match cmd {
         Command::Run(args) => run::run_cmd(&args),
         Command::Validate(args) => run::validate_cmd(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Layers(args) => layers::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Doctor => doctor(),

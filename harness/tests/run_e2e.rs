@@ -104,7 +104,36 @@ fn sweep_writes_the_contract_and_is_reproducible() {
 
     let b = run(&spec, &tmp.path().join("b"));
     assert_ne!(a["sweep"]["id"], b["sweep"]["id"]);
-    assert_eq!(without_run_identity(a), without_run_identity(b));
+    assert_eq!(without_run_identity(a.clone()), without_run_identity(b));
+
+    // The regression gate: the same report passes; a refusal collapse of one variant fails
+    // with exit status 1 and shows in junit.xml.
+    let base = tmp.path().join("a/report.json");
+    let diff = |new: &Path| {
+        let junit = tmp.path().join("gate-junit.xml");
+        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+            .args(["diff", base.to_str().unwrap(), new.to_str().unwrap(), "--junit", junit.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (o.status.code(), std::fs::read_to_string(junit).unwrap())
+    };
+    assert_eq!(diff(&tmp.path().join("b/report.json")).0, Some(0));
+    let mut base_json = a.clone();
+    let mut worse = a;
+    for (doc, rate, ci) in [(&mut base_json, 0.9, [0.7, 0.97]), (&mut worse, 0.1, [0.03, 0.3])] {
+        for c in doc["cells"].as_array_mut().unwrap() {
+            if c["variant"] == "int2:g16" && c["suite"] == "advbench" {
+                c["refusal_rate"] = serde_json::json!(rate);
+                c["refusal_ci95"] = serde_json::json!(ci);
+            }
+        }
+    }
+    std::fs::write(&base, serde_json::to_string(&base_json).unwrap()).unwrap();
+    let worse_path = tmp.path().join("worse.json");
+    std::fs::write(&worse_path, serde_json::to_string(&worse).unwrap()).unwrap();
+    let (code, junit) = diff(&worse_path);
+    assert_eq!(code, Some(1));
+    assert!(junit.contains("<failure") && junit.contains("int2:g16 / advbench"), "{junit}");
 }
 
 #[test]
