@@ -25,7 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let [dir, prompts_file] = positional.as_slice() else {
-        return Err("usage: bench_generate MODEL_DIR PROMPTS.txt [--new N] [--batch B] [--limit N]".into());
+        return Err(
+            "usage: bench_generate MODEL_DIR PROMPTS.txt [--new N] [--batch B] [--limit N]".into(),
+        );
     };
     let ckpt = Checkpoint::load(dir, &Device::Cpu)?;
     let model = Model::new(&ckpt)?;
@@ -37,14 +39,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|l| codec.encode_prompt(l))
         .collect::<Result<_, _>>()?;
     let run = |eos: Vec<u32>| -> Result<(f64, usize), Box<dyn std::error::Error>> {
-        let opts = GenerateOptions { max_new_tokens: new_tokens, batch_tokens: usize::MAX, max_batch: batch, eos };
+        let opts = GenerateOptions {
+            max_new_tokens: new_tokens,
+            batch_tokens: usize::MAX,
+            max_batch: batch,
+            eos,
+        };
         let t = Instant::now();
         let out = generate(&model, &prompts, &opts, None)?;
         let secs = t.elapsed().as_secs_f64();
-        Ok((prompts.len() as f64 / secs, out.iter().map(|g| g.tokens.len()).sum()))
+        Ok((
+            prompts.len() as f64 / secs,
+            out.iter().map(|g| g.tokens.len()).sum(),
+        ))
     };
     // Warm-up (allocator, thread pool), then the measured runs.
-    let opts = GenerateOptions { max_new_tokens: 4, batch_tokens: usize::MAX, max_batch: batch, eos: vec![] };
+    let opts = GenerateOptions {
+        max_new_tokens: 4,
+        batch_tokens: usize::MAX,
+        max_batch: batch,
+        eos: vec![],
+    };
     generate(&model, &prompts[..prompts.len().min(batch)], &opts, None)?;
     let (full, full_tokens) = run(vec![])?;
     let (early, early_tokens) = run(codec.eos_ids.clone())?;

@@ -110,7 +110,11 @@ struct RawConfig {
 fn token_ids(v: &Option<Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -131,7 +135,8 @@ impl ModelConfig {
 
     /// Parses HF `config.json` text; the error names the field and value at fault.
     pub fn from_hf_json(text: &str) -> std::result::Result<ModelConfig, String> {
-        let raw: RawConfig = serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+        let raw: RawConfig =
+            serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
         let arch_name = raw
             .model_type
             .clone()
@@ -143,13 +148,15 @@ impl ModelConfig {
             "qwen2" | "Qwen2ForCausalLM" => Arch::Qwen2,
             other => {
                 return Err(format!(
-                    "field `model_type` = {other:?}: unsupported architecture (llama, mistral, qwen2)"
-                ))
+                "field `model_type` = {other:?}: unsupported architecture (llama, mistral, qwen2)"
+            ))
             }
         };
         if let Some(act) = &raw.hidden_act {
             if act != "silu" {
-                return Err(format!("field `hidden_act` = {act:?}: only silu is supported"));
+                return Err(format!(
+                    "field `hidden_act` = {act:?}: only silu is supported"
+                ));
             }
         }
         if raw.mlp_bias == Some(true) {
@@ -159,22 +166,33 @@ impl ModelConfig {
         if raw.num_attention_heads == 0 || num_kv_heads == 0 {
             return Err("field `num_attention_heads` = 0: must be positive".into());
         }
-        if raw.num_attention_heads % num_kv_heads != 0 {
+        if !raw.num_attention_heads.is_multiple_of(num_kv_heads) {
             return Err(format!(
                 "field `num_key_value_heads` = {num_kv_heads}: must divide num_attention_heads = {}",
                 raw.num_attention_heads
             ));
         }
-        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(format!("field `head_dim` = {head_dim}: must be a positive even number"));
+        let head_dim = raw
+            .head_dim
+            .unwrap_or(raw.hidden_size / raw.num_attention_heads);
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "field `head_dim` = {head_dim}: must be a positive even number"
+            ));
         }
         // transformers 5.x keeps theta and scaling in `rope_parameters`; 4.x uses `rope_theta`
         // plus an optional `rope_scaling` object.
-        let rope_obj = raw.rope_parameters.clone().or_else(|| raw.rope_scaling.clone());
+        let rope_obj = raw
+            .rope_parameters
+            .clone()
+            .or_else(|| raw.rope_scaling.clone());
         let rope_theta = raw
             .rope_theta
-            .or_else(|| raw.rope_parameters.as_ref().and_then(|p| num(p, "rope_theta")))
+            .or_else(|| {
+                raw.rope_parameters
+                    .as_ref()
+                    .and_then(|p| num(p, "rope_theta"))
+            })
             .unwrap_or(10000.0) as f32;
         let rope_scaling = match rope_obj.as_ref().filter(|v| !v.is_null()) {
             None => RopeScaling::None,
@@ -257,11 +275,16 @@ impl ModelConfig {
                 base.into_iter()
                     .map(|f| {
                         let wavelen = 2.0 * std::f32::consts::PI / f;
-                        let scaled = if wavelen > low_freq_wavelen { f / factor } else { f };
-                        let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+                        let scaled = if wavelen > low_freq_wavelen {
+                            f / factor
+                        } else {
+                            f
+                        };
+                        let medium =
+                            wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                         if medium {
-                            let smooth =
-                                (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            let smooth = (old / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
                             (1.0 - smooth) * scaled / factor + smooth * scaled
                         } else {
                             scaled
@@ -279,7 +302,10 @@ impl ModelConfig {
         let kv = self.num_kv_heads * self.head_dim;
         let i = self.intermediate_size;
         let mut v = vec![
-            ("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h]),
+            (
+                "model.embed_tokens.weight".to_string(),
+                vec![self.vocab_size, h],
+            ),
             ("model.norm.weight".to_string(), vec![h]),
         ];
         if !self.tie_word_embeddings {
@@ -309,7 +335,9 @@ impl ModelConfig {
     pub fn to_hf_json(&self) -> Value {
         let rope_scaling = match self.rope_scaling {
             RopeScaling::None => Value::Null,
-            RopeScaling::Linear { factor } => serde_json::json!({"rope_type": "linear", "factor": factor}),
+            RopeScaling::Linear { factor } => {
+                serde_json::json!({"rope_type": "linear", "factor": factor})
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -378,8 +406,10 @@ mod tests {
     fn bad_fields_are_named() {
         let e = ModelConfig::from_hf_json(&V4.replace("\"llama\"", "\"gpt2\"")).unwrap_err();
         assert!(e.contains("model_type") && e.contains("gpt2"), "{e}");
-        let e = ModelConfig::from_hf_json(&V4.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3"))
-            .unwrap_err();
+        let e = ModelConfig::from_hf_json(
+            &V4.replace("\"num_key_value_heads\":1", "\"num_key_value_heads\":3"),
+        )
+        .unwrap_err();
         assert!(e.contains("num_key_value_heads") && e.contains('3'), "{e}");
     }
 }

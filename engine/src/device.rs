@@ -15,8 +15,14 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         Some(rest) => rest
             .strip_prefix(':')
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| EngineError::Invalid(format!("--device = {spec:?}: expected cpu or cuda:N")))?,
-        None => return Err(EngineError::Invalid(format!("--device = {spec:?}: expected cpu or cuda:N"))),
+            .ok_or_else(|| {
+                EngineError::Invalid(format!("--device = {spec:?}: expected cpu or cuda:N"))
+            })?,
+        None => {
+            return Err(EngineError::Invalid(format!(
+                "--device = {spec:?}: expected cpu or cuda:N"
+            )))
+        }
     };
     if !cfg!(feature = "cuda") {
         return Err(EngineError::Invalid(format!(

@@ -64,7 +64,9 @@ pub fn plan_batches(lengths: &[usize], opts: &GenerateOptions) -> Vec<Vec<usize>
     for i in order {
         let l = lengths[i].max(longest);
         let cost = (current.len() + 1) * (l + opts.max_new_tokens);
-        if !current.is_empty() && (cost > opts.batch_tokens || current.len() >= opts.max_batch.max(1)) {
+        if !current.is_empty()
+            && (cost > opts.batch_tokens || current.len() >= opts.max_batch.max(1))
+        {
             batches.push(std::mem::take(&mut current));
             longest = 0;
         }
@@ -88,12 +90,16 @@ pub fn generate(
     let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let mut out: Vec<Option<Generation>> = vec![None; prompts.len()];
     for batch in plan_batches(&lengths, opts) {
-        let items: Vec<(usize, &[u32])> = batch.iter().map(|&i| (i, prompts[i].as_slice())).collect();
+        let items: Vec<(usize, &[u32])> =
+            batch.iter().map(|&i| (i, prompts[i].as_slice())).collect();
         for (i, g) in batch.iter().zip(generate_batch(model, &items, opts, stop)?) {
             out[*i] = Some(g);
         }
     }
-    Ok(out.into_iter().map(|g| g.expect("every prompt is in one batch")).collect())
+    Ok(out
+        .into_iter()
+        .map(|g| g.expect("every prompt is in one batch"))
+        .collect())
 }
 
 /// Left-pads `seqs` into `[batch, len]` ids with their positions (-1 for padding).
@@ -155,7 +161,11 @@ fn generate_batch(
     let ids_t = Tensor::from_vec(ids, (n, len), &device)?;
     let hidden = model.forward_hidden(&ids_t, &pos_tensor(model, &pos)?, &mask, &mut cache)?;
     let last = hidden.narrow(1, len - 1, 1)?;
-    let mut next: Vec<u32> = model.logits(&last)?.squeeze(1)?.argmax(D::Minus1)?.to_vec1()?;
+    let mut next: Vec<u32> = model
+        .logits(&last)?
+        .squeeze(1)?
+        .argmax(D::Minus1)?
+        .to_vec1()?;
 
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut stops: Vec<Option<StopReason>> = vec![None; n];
@@ -205,8 +215,13 @@ fn generate_batch(
         let b = active.len();
         let ids_t = Tensor::from_vec(next.clone(), (b, 1), &device)?;
         let mask = model.mask(&q_pos, &key_pos)?;
-        let hidden = model.forward_hidden(&ids_t, &pos_tensor(model, &q_pos)?, &mask, &mut cache)?;
-        next = model.logits(&hidden)?.squeeze(1)?.argmax(D::Minus1)?.to_vec1()?;
+        let hidden =
+            model.forward_hidden(&ids_t, &pos_tensor(model, &q_pos)?, &mask, &mut cache)?;
+        next = model
+            .logits(&hidden)?
+            .squeeze(1)?
+            .argmax(D::Minus1)?
+            .to_vec1()?;
     }
     Ok(outputs
         .into_iter()

@@ -67,7 +67,10 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 /// `MANIFEST`), or the file itself.
 pub fn model_files(path: &Path) -> Result<Vec<(String, PathBuf)>> {
     if path.is_file() {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         return Ok(vec![(name, path.to_path_buf())]);
     }
     if !path.is_dir() {
@@ -79,15 +82,28 @@ pub fn model_files(path: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| EngineError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         for e in entries {
-            let e = e.map_err(|source| EngineError::Io { path: dir.clone(), source })?;
+            let e = e.map_err(|source| EngineError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let p = e.path();
-            let ft = e.file_type().map_err(|source| EngineError::Io { path: p.clone(), source })?;
+            let ft = e.file_type().map_err(|source| EngineError::Io {
+                path: p.clone(),
+                source,
+            })?;
             if ft.is_dir() {
                 stack.push(p);
             } else if ft.is_file() {
-                let rel = p.strip_prefix(path).unwrap_or(&p).to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(path)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 if rel != "MANIFEST" {
                     out.push((rel, p));
                 }
@@ -104,7 +120,11 @@ pub fn digest_model(path: &Path) -> Result<Vec<FileDigest>> {
         .into_iter()
         .map(|(name, p)| {
             let (sha256, bytes) = sha256_file(&p)?;
-            Ok(FileDigest { name, sha256, bytes })
+            Ok(FileDigest {
+                name,
+                sha256,
+                bytes,
+            })
         })
         .collect()
 }
@@ -124,9 +144,14 @@ pub fn parse_manifest(path: &Path) -> Result<BTreeMap<String, String>> {
         let (hash, name) = line
             .split_once(char::is_whitespace)
             .map(|(h, n)| (h, n.trim_start().trim_start_matches('*')))
-            .ok_or_else(|| EngineError::bad_file(path, format!("line {}: expected `<sha256>  <file>`", i + 1)))?;
+            .ok_or_else(|| {
+                EngineError::bad_file(path, format!("line {}: expected `<sha256>  <file>`", i + 1))
+            })?;
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(EngineError::bad_file(path, format!("line {}: {hash:?} is not a sha256 hex digest", i + 1)));
+            return Err(EngineError::bad_file(
+                path,
+                format!("line {}: {hash:?} is not a sha256 hex digest", i + 1),
+            ));
         }
         out.insert(name.to_string(), hash.to_ascii_lowercase());
     }
@@ -135,7 +160,10 @@ pub fn parse_manifest(path: &Path) -> Result<BTreeMap<String, String>> {
 
 /// Renders digests as a `sha256sum`-format manifest.
 pub fn render_manifest(digests: &[FileDigest]) -> String {
-    digests.iter().map(|d| format!("{}  {}\n", d.sha256, d.name)).collect()
+    digests
+        .iter()
+        .map(|d| format!("{}  {}\n", d.sha256, d.name))
+        .collect()
 }
 
 /// Checks digests against a manifest: every pinned file must be present with its hash.
@@ -201,8 +229,12 @@ mod tests {
             other => panic!("expected a failure, got {other:?}"),
         }
         std::fs::remove_file(dir.path().join("b.json")).unwrap();
-        let Integrity::Failed(msgs) = verify(dir.path(), None).unwrap().1 else { panic!() };
-        assert!(msgs.iter().any(|m| m.contains("b.json") && m.contains("missing")));
+        let Integrity::Failed(msgs) = verify(dir.path(), None).unwrap().1 else {
+            panic!()
+        };
+        assert!(msgs
+            .iter()
+            .any(|m| m.contains("b.json") && m.contains("missing")));
     }
 
     #[test]

@@ -92,7 +92,8 @@ impl Checkpoint {
     pub fn stored_bytes(&self) -> u64 {
         let mut total = 0.0;
         for (name, t) in &self.weights {
-            total += t.elem_count() as f64 * self.stored_bits.get(name).copied().unwrap_or(32.0) / 8.0;
+            total +=
+                t.elem_count() as f64 * self.stored_bits.get(name).copied().unwrap_or(32.0) / 8.0;
         }
         for q in self.quantized.values() {
             total += q.storage_size_in_bytes() as f64;
@@ -103,7 +104,11 @@ impl Checkpoint {
     /// Number of weights.
     pub fn num_params(&self) -> usize {
         self.weights.values().map(|t| t.elem_count()).sum::<usize>()
-            + self.quantized.values().map(|q| q.shape().elem_count()).sum::<usize>()
+            + self
+                .quantized
+                .values()
+                .map(|q| q.shape().elem_count())
+                .sum::<usize>()
     }
 }
 
@@ -134,7 +139,10 @@ fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(Value::as_object)
             .ok_or_else(|| EngineError::bad_file(&index, "field `weight_map` missing"))?;
-        let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect();
         files.sort();
         files.dedup();
         let mut out = Vec::new();
@@ -299,7 +307,9 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Checkpoint> {
         other => {
             return Err(EngineError::bad_file(
                 path,
-                format!("metadata `general.architecture` = {other:?}: supported are llama and qwen2"),
+                format!(
+                    "metadata `general.architecture` = {other:?}: supported are llama and qwen2"
+                ),
             ))
         }
     };
@@ -314,9 +324,10 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Checkpoint> {
         .unwrap_or(hidden / heads.max(1));
     let eps = meta_f(&content, &format!("{a}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5);
     let theta = meta_f(&content, &format!("{a}.rope.freq_base")).unwrap_or(10000.0);
-    let embd_info = content.tensor_infos.get("token_embd.weight").ok_or_else(|| {
-        EngineError::bad_file(path, "tensor `token_embd.weight` missing")
-    })?;
+    let embd_info = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| EngineError::bad_file(path, "tensor `token_embd.weight` missing"))?;
     let vocab = embd_info.shape.dims().first().copied().unwrap_or(0);
     let vocab = if vocab == hidden {
         embd_info.shape.dims().get(1).copied().unwrap_or(0)
@@ -356,8 +367,12 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Checkpoint> {
     let mut quantized = BTreeMap::new();
     let mut stored_bits = BTreeMap::new();
     for (gname, info) in &content.tensor_infos {
-        let Some(name) = gguf_to_hf_name(gname) else { continue };
-        let Some(shape) = expected.get(&name) else { continue };
+        let Some(name) = gguf_to_hf_name(gname) else {
+            continue;
+        };
+        let Some(shape) = expected.get(&name) else {
+            continue;
+        };
         if info.shape.dims() != shape.as_slice() {
             return Err(EngineError::bad_file(
                 path,
@@ -384,7 +399,10 @@ fn load_gguf(path: &Path, device: &Device) -> Result<Checkpoint> {
     }
     for name in expected.keys() {
         if !weights.contains_key(name) && !quantized.contains_key(name) {
-            return Err(EngineError::bad_file(path, format!("tensor for `{name}` is missing")));
+            return Err(EngineError::bad_file(
+                path,
+                format!("tensor for `{name}` is missing"),
+            ));
         }
     }
     Ok(Checkpoint {
@@ -405,7 +423,11 @@ fn gguf_tokenizer_meta(content: &gguf_file::Content) -> GgufTokenizerMeta {
             .metadata
             .get(key)
             .and_then(|v| v.to_vec().ok())
-            .map(|a| a.iter().filter_map(|x| x.to_string().ok().cloned()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.to_string().ok().cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let id = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());

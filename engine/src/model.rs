@@ -131,7 +131,9 @@ impl Model {
                 return Ok(t.to_dtype(dtype)?);
             }
             ckpt.weights.get(name).cloned().ok_or_else(|| {
-                EngineError::Invalid(format!("tensor `{name}` is not available as a dense tensor"))
+                EngineError::Invalid(format!(
+                    "tensor `{name}` is not available as a dense tensor"
+                ))
             })
         };
         let weight = |name: &str| -> Result<LinearWeight> {
@@ -234,7 +236,8 @@ impl Model {
             (true, _) => {
                 if self.interleaved {
                     return Err(EngineError::Invalid(
-                        "training a model with interleaved rotary weights (GGUF) is not supported".into(),
+                        "training a model with interleaved rotary weights (GGUF) is not supported"
+                            .into(),
                     ));
                 }
                 // x * cos + rotate_half(x) * sin with per-row positions: cos/sin [b, s, d/2].
@@ -275,10 +278,10 @@ impl Model {
     ) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let cfg = &self.config;
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, s, cfg.hidden_size))?;
+        let mut x =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, s, cfg.hidden_size))?;
         let flat_pos = positions.flatten_all()?;
         let half = cfg.head_dim / 2;
         let cos = self.cos.index_select(&flat_pos, 0)?.reshape((b, s, half))?;
@@ -317,22 +320,28 @@ impl Model {
             let (k, v) = if n_rep > 1 {
                 let (_, kvh, t, d) = k.dims4()?;
                 (
-                    k.unsqueeze(2)?
-                        .expand((b, kvh, n_rep, t, d))?
-                        .reshape((b, kvh * n_rep, t, d))?,
-                    v.unsqueeze(2)?
-                        .expand((b, kvh, n_rep, t, d))?
-                        .reshape((b, kvh * n_rep, t, d))?,
+                    k.unsqueeze(2)?.expand((b, kvh, n_rep, t, d))?.reshape((
+                        b,
+                        kvh * n_rep,
+                        t,
+                        d,
+                    ))?,
+                    v.unsqueeze(2)?.expand((b, kvh, n_rep, t, d))?.reshape((
+                        b,
+                        kvh * n_rep,
+                        t,
+                        d,
+                    ))?,
                 )
             } else {
                 (k, v)
             };
             let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
             let att = self.softmax(&att)?;
-            let out = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, s, cfg.num_heads * cfg.head_dim))?;
+            let out =
+                att.matmul(&v)?
+                    .transpose(1, 2)?
+                    .reshape((b, s, cfg.num_heads * cfg.head_dim))?;
             x = (x + layer.o.forward(&out)?)?;
             let h = self.norm(&x, &layer.mlp_norm)?;
             let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
@@ -357,10 +366,8 @@ impl Model {
         for (qs, ks) in q_pos.iter().zip(k_pos) {
             for &qp in qs {
                 for &kp in ks {
-                    let visible = kp >= 0
-                        && qp >= 0
-                        && kp <= qp
-                        && window.is_none_or(|w| qp - kp < w);
+                    let visible =
+                        kp >= 0 && qp >= 0 && kp <= qp && window.is_none_or(|w| qp - kp < w);
                     data.push(if visible { 0.0 } else { MASKED });
                 }
             }

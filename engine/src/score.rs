@@ -33,7 +33,9 @@ fn check_request(ctx: &[u32], cont: &[u32], i: usize) -> Result<()> {
         return Err(EngineError::Invalid(format!("request {i}: empty context")));
     }
     if cont.is_empty() {
-        return Err(EngineError::Invalid(format!("request {i}: empty continuation")));
+        return Err(EngineError::Invalid(format!(
+            "request {i}: empty continuation"
+        )));
     }
     Ok(())
 }
@@ -82,11 +84,18 @@ where
 }
 
 /// Log-likelihood of each `(context, continuation)` pair, as lm-evaluation-harness defines it.
-pub fn loglikelihood(model: &Model, requests: &[(Vec<u32>, Vec<u32>)], budget: usize) -> Result<Vec<LogLik>> {
+pub fn loglikelihood(
+    model: &Model,
+    requests: &[(Vec<u32>, Vec<u32>)],
+    budget: usize,
+) -> Result<Vec<LogLik>> {
     for (i, (c, k)) in requests.iter().enumerate() {
         check_request(c, k, i)?;
     }
-    let reqs: Vec<(&[u32], &[u32])> = requests.iter().map(|(c, k)| (c.as_slice(), k.as_slice())).collect();
+    let reqs: Vec<(&[u32], &[u32])> = requests
+        .iter()
+        .map(|(c, k)| (c.as_slice(), k.as_slice()))
+        .collect();
     let mut out = vec![None; requests.len()];
     for_each_continuation(model, &reqs, budget, |i, logp| {
         let cont = reqs[i].1;
@@ -153,7 +162,12 @@ pub fn logit_fidelity(
 }
 
 /// Probability mass that the next token (after each prompt) falls in `tokens`.
-pub fn next_token_mass(model: &Model, prompts: &[Vec<u32>], tokens: &[u32], budget: usize) -> Result<Vec<f64>> {
+pub fn next_token_mass(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    tokens: &[u32],
+    budget: usize,
+) -> Result<Vec<f64>> {
     let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let opts = GenerateOptions {
         max_new_tokens: 0,
@@ -166,7 +180,9 @@ pub fn next_token_mass(model: &Model, prompts: &[Vec<u32>], tokens: &[u32], budg
     }
     let vocab = model.config.vocab_size as u32;
     if let Some(t) = tokens.iter().find(|&&t| t >= vocab) {
-        return Err(EngineError::Invalid(format!("token id {t} is outside the vocabulary of {vocab}")));
+        return Err(EngineError::Invalid(format!(
+            "token id {t} is outside the vocabulary of {vocab}"
+        )));
     }
     let mut out = vec![0.0; prompts.len()];
     let idx = Tensor::from_vec(tokens.to_vec(), tokens.len(), model.device())?;

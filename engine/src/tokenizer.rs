@@ -55,7 +55,8 @@ fn read_json(path: &Path) -> Result<Value> {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| EngineError::bad_file(path, format!("invalid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| EngineError::bad_file(path, format!("invalid JSON: {e}")))
 }
 
 impl TextCodec {
@@ -107,7 +108,9 @@ impl TextCodec {
             let v = read_json(&gen_cfg)?;
             match v.get("eos_token_id") {
                 Some(Value::Number(n)) => eos_ids.extend(n.as_u64().map(|x| x as u32)),
-                Some(Value::Array(a)) => eos_ids.extend(a.iter().filter_map(Value::as_u64).map(|x| x as u32)),
+                Some(Value::Array(a)) => {
+                    eos_ids.extend(a.iter().filter_map(Value::as_u64).map(|x| x as u32))
+                }
                 _ => {}
             }
         }
@@ -142,7 +145,11 @@ impl TextCodec {
             .enumerate()
             .map(|(i, t)| (t.clone(), Value::from(i)))
             .collect();
-        let merges: Vec<Value> = meta.merges.iter().map(|m| Value::from(m.as_str())).collect();
+        let merges: Vec<Value> = meta
+            .merges
+            .iter()
+            .map(|m| Value::from(m.as_str()))
+            .collect();
         let json = serde_json::json!({
             "version": "1.0",
             "added_tokens": [],
@@ -157,8 +164,16 @@ impl TextCodec {
         let tokenizer: Tokenizer = serde_json::to_string(&json)
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| EngineError::bad_file(path, "tokenizer metadata does not form a valid BPE tokenizer"))?;
-        let name = |id: Option<u32>| id.and_then(|i| meta.tokens.get(i as usize).cloned()).unwrap_or_default();
+            .ok_or_else(|| {
+                EngineError::bad_file(
+                    path,
+                    "tokenizer metadata does not form a valid BPE tokenizer",
+                )
+            })?;
+        let name = |id: Option<u32>| {
+            id.and_then(|i| meta.tokens.get(i as usize).cloned())
+                .unwrap_or_default()
+        };
         let codec = TextCodec {
             tokenizer,
             template: meta.chat_template.clone(),
@@ -210,21 +225,40 @@ impl TextCodec {
 
     /// Renders messages with the chat template, as transformers' `apply_chat_template(...,
     /// tokenize=False)` does.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let Some(template) = &self.template else {
-            return Err(EngineError::bad_file(&self.template_source, "the model has no chat template"));
+            return Err(EngineError::bad_file(
+                &self.template_source,
+                "the model has no chat template",
+            ));
         };
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template("chat", template).map_err(|e| {
-            EngineError::bad_file(&self.template_source, format!("chat template does not parse: {e}"))
+            EngineError::bad_file(
+                &self.template_source,
+                format!("chat template does not parse: {e}"),
+            )
         })?;
         let tmpl = env.get_template("chat").map_err(|e| {
-            EngineError::bad_file(&self.template_source, format!("chat template does not parse: {e}"))
+            EngineError::bad_file(
+                &self.template_source,
+                format!("chat template does not parse: {e}"),
+            )
         })?;
         tmpl.render(minijinja::context! {
             messages => messages,
@@ -232,7 +266,12 @@ impl TextCodec {
             bos_token => self.bos_token,
             eos_token => self.eos_token,
         })
-        .map_err(|e| EngineError::bad_file(&self.template_source, format!("chat template fails to render: {e}")))
+        .map_err(|e| {
+            EngineError::bad_file(
+                &self.template_source,
+                format!("chat template fails to render: {e}"),
+            )
+        })
     }
 
     /// Token ids of a single-turn chat prompt ready for generation. Without a chat template the

@@ -29,7 +29,10 @@ impl DerivedVariant {
     /// Mean relative error over the replaced tensors, when any were replaced.
     pub fn mean_rel_error(&self) -> Option<f64> {
         (!self.compressed_stats.is_empty()).then(|| {
-            self.compressed_stats.iter().map(|s| s.rel_error).sum::<f64>()
+            self.compressed_stats
+                .iter()
+                .map(|s| s.rel_error)
+                .sum::<f64>()
                 / self.compressed_stats.len() as f64
         })
     }
@@ -37,7 +40,11 @@ impl DerivedVariant {
     /// Replaced tensors, worst relative error first.
     pub fn worst_first(&self) -> Vec<&TensorStat> {
         let mut v: Vec<&TensorStat> = self.compressed_stats.iter().collect();
-        v.sort_by(|a, b| b.rel_error.total_cmp(&a.rel_error).then_with(|| a.name.cmp(&b.name)));
+        v.sort_by(|a, b| {
+            b.rel_error
+                .total_cmp(&a.rel_error)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         v
     }
 }
@@ -57,7 +64,10 @@ pub fn head_layout(ckpt: &Checkpoint) -> HeadLayout {
 pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed> {
     let regex = match &variant.select {
         Some(r) => Some(Regex::new(r).map_err(|e| {
-            EngineError::Invalid(format!("variant `{}`: field `select` = {r:?}: {e}", variant.name))
+            EngineError::Invalid(format!(
+                "variant `{}`: field `select` = {r:?}: {e}",
+                variant.name
+            ))
         })?),
         None => None,
     };
@@ -74,14 +84,27 @@ pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed>
             )));
         }
     }
-    if matches!(variant.method, Method::Cast { dtype: compsafe_core::FloatType::F32 }) {
+    if matches!(
+        variant.method,
+        Method::Cast {
+            dtype: compsafe_core::FloatType::F32
+        }
+    ) {
         return Ok(Compressed::default());
     }
-    compressor_for(&variant.method)?.compress(&reference.weights, &selected, &head_layout(reference))
+    compressor_for(&variant.method)?.compress(
+        &reference.weights,
+        &selected,
+        &head_layout(reference),
+    )
 }
 
 /// Builds a variant of `reference` (compressing it in memory, or loading another checkpoint).
-pub fn derive(reference: &Checkpoint, variant: &Variant, device: &Device) -> Result<DerivedVariant> {
+pub fn derive(
+    reference: &Checkpoint,
+    variant: &Variant,
+    device: &Device,
+) -> Result<DerivedVariant> {
     if let Method::Checkpoint { path } = &variant.method {
         let other = Checkpoint::load(path, device)?;
         if other.config.vocab_size != reference.config.vocab_size {
@@ -109,7 +132,9 @@ pub fn derive(reference: &Checkpoint, variant: &Variant, device: &Device) -> Res
     let mut bytes = compressed.bytes() as f64;
     for (name, t) in &reference.weights {
         if compressed.stat(name).is_none() {
-            bytes += t.elem_count() as f64 * reference.stored_bits.get(name).copied().unwrap_or(32.0) / 8.0;
+            bytes += t.elem_count() as f64
+                * reference.stored_bits.get(name).copied().unwrap_or(32.0)
+                / 8.0;
         }
     }
     for (name, q) in &reference.quantized {

@@ -6,7 +6,9 @@ use candle_core::{Device, Tensor};
 use compsafe_engine::{Checkpoint, TextCodec};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -25,7 +27,9 @@ fn model_copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn load_err(path: &Path) -> String {
-    Checkpoint::load(path, &Device::Cpu).unwrap_err().to_string()
+    Checkpoint::load(path, &Device::Cpu)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -35,7 +39,10 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("model.safetensors") && e.contains("invalid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("invalid safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -46,7 +53,10 @@ fn header_length_larger_than_the_file() {
     bytes.extend_from_slice(b"{}");
     std::fs::write(&f, bytes).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("model.safetensors") && e.contains("invalid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("invalid safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -58,7 +68,10 @@ fn shape_disagreeing_with_config() {
     v["intermediate_size"] = serde_json::json!(96);
     std::fs::write(&cfg, v.to_string()).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("model.safetensors") && e.contains("mlp") && e.contains("config.json implies"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("mlp") && e.contains("config.json implies"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -67,10 +80,16 @@ fn integer_dtype_is_refused() {
     let f = dir.join("model.safetensors");
     let mut tensors = candle_core::safetensors::load(&f, &Device::Cpu).unwrap();
     let shape = tensors["model.norm.weight"].dims().to_vec();
-    tensors.insert("model.norm.weight".into(), Tensor::zeros(shape, candle_core::DType::U32, &Device::Cpu).unwrap());
+    tensors.insert(
+        "model.norm.weight".into(),
+        Tensor::zeros(shape, candle_core::DType::U32, &Device::Cpu).unwrap(),
+    );
     candle_core::safetensors::save(&tensors, &f).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("model.norm.weight") && e.contains("dtype"), "{e}");
+    assert!(
+        e.contains("model.norm.weight") && e.contains("dtype"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -81,7 +100,10 @@ fn missing_tensor_is_named() {
     tensors.remove("model.layers.1.mlp.up_proj.weight");
     candle_core::safetensors::save(&tensors, &f).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -126,7 +148,10 @@ fn corrupt_tokenizer() {
     let (_t, dir) = model_copy();
     std::fs::write(dir.join("tokenizer.json"), b"{\"model\": 3}").unwrap();
     let e = TextCodec::from_hf_dir(&dir, None).unwrap_err().to_string();
-    assert!(e.contains("tokenizer.json") && e.contains("invalid tokenizer"), "{e}");
+    assert!(
+        e.contains("tokenizer.json") && e.contains("invalid tokenizer"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -134,11 +159,21 @@ fn chat_template_that_fails_to_render() {
     let (_t, dir) = model_copy();
     let bad = dir.join("bad.jinja");
     std::fs::write(&bad, "{{ raise_exception('no system role') }}").unwrap();
-    let e = TextCodec::from_hf_dir(&dir, Some(&bad)).unwrap_err().to_string();
-    assert!(e.contains("bad.jinja") && e.contains("fails to render"), "{e}");
+    let e = TextCodec::from_hf_dir(&dir, Some(&bad))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.jinja") && e.contains("fails to render"),
+        "{e}"
+    );
     std::fs::write(&bad, "{% for m in messages %}").unwrap();
-    let e = TextCodec::from_hf_dir(&dir, Some(&bad)).unwrap_err().to_string();
-    assert!(e.contains("bad.jinja") && e.contains("does not parse"), "{e}");
+    let e = TextCodec::from_hf_dir(&dir, Some(&bad))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.jinja") && e.contains("does not parse"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -146,7 +181,12 @@ fn prompt_longer_than_the_context() {
     let ckpt = Checkpoint::load(&fixture("hf/llama-gqa"), &Device::Cpu).unwrap();
     let model = compsafe_engine::Model::new(&ckpt).unwrap();
     let long = vec![5u32; ckpt.config.max_position_embeddings + 1];
-    let opts = compsafe_engine::GenerateOptions { max_new_tokens: 4, ..Default::default() };
-    let e = compsafe_engine::generate(&model, &[long], &opts, None).unwrap_err().to_string();
+    let opts = compsafe_engine::GenerateOptions {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    let e = compsafe_engine::generate(&model, &[long], &opts, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("exceeds the model's context"), "{e}");
 }

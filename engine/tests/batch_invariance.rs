@@ -21,10 +21,21 @@ fn greedy_is_identical_at_batch_1_and_32() {
         .collect();
     assert_eq!(prompts.len(), 32);
     let lengths: std::collections::BTreeSet<usize> = prompts.iter().map(Vec::len).collect();
-    assert!(lengths.len() > 5, "prompts of varied lengths exercise the padding");
-    let opts = GenerateOptions { max_new_tokens: 24, batch_tokens: 1 << 20, max_batch: 32, eos: vec![] };
+    assert!(
+        lengths.len() > 5,
+        "prompts of varied lengths exercise the padding"
+    );
+    let opts = GenerateOptions {
+        max_new_tokens: 24,
+        batch_tokens: 1 << 20,
+        max_batch: 32,
+        eos: vec![],
+    };
     let batched = generate(&model, &prompts, &opts, None).unwrap();
-    let single_opts = GenerateOptions { max_batch: 1, ..opts };
+    let single_opts = GenerateOptions {
+        max_batch: 1,
+        ..opts
+    };
     let single = generate(&model, &prompts, &single_opts, None).unwrap();
     for (i, (a, b)) in batched.iter().zip(&single).enumerate() {
         assert_eq!(a.tokens, b.tokens, "prompt {i}");

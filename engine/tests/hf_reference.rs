@@ -11,7 +11,9 @@ use compsafe_engine::{generate, Checkpoint, GenerateOptions, Model, TextCodec};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn expected(dir: &Path) -> Value {
@@ -19,11 +21,19 @@ fn expected(dir: &Path) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 /// Elementwise |a - b| <= 1e-4 * |b| + 1e-5 (relative, with a floor for values near zero).
@@ -34,7 +44,10 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
         let tol = 1e-4 * b.abs() + 1e-5;
         let d = (a - b).abs();
         worst = worst.max(d / (b.abs() + 1e-5));
-        assert!(d <= tol, "{what}[{i}]: got {a}, want {b} (|diff| {d} > {tol})");
+        assert!(
+            d <= tol,
+            "{what}[{i}]: got {a}, want {b} (|diff| {d} > {tol})"
+        );
     }
     eprintln!("{what}: worst relative difference {worst:.2e}");
 }
@@ -48,11 +61,19 @@ fn check_model(name: &str, model_dir: &Path, exp: &Value) {
     for (i, p) in prompts.iter().enumerate() {
         let logits = &all_logits(&model, std::slice::from_ref(p)).unwrap()[0];
         let last: Vec<f32> = logits.get(p.len() - 1).unwrap().to_vec1().unwrap();
-        assert_close(&last, &floats(&exp["next_logits"][i]), &format!("{name} next_logits[{i}]"));
+        assert_close(
+            &last,
+            &floats(&exp["next_logits"][i]),
+            &format!("{name} next_logits[{i}]"),
+        );
         if i == 0 {
             let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
             for (j, row) in rows.iter().enumerate() {
-                assert_close(row, &floats(&exp["all_logits_prompt0"][j]), &format!("{name} prompt0 pos {j}"));
+                assert_close(
+                    row,
+                    &floats(&exp["all_logits_prompt0"][j]),
+                    &format!("{name} prompt0 pos {j}"),
+                );
             }
         }
     }
@@ -60,7 +81,11 @@ fn check_model(name: &str, model_dir: &Path, exp: &Value) {
     let batched = all_logits(&model, &prompts).unwrap();
     for (i, (p, l)) in prompts.iter().zip(&batched).enumerate() {
         let last: Vec<f32> = l.get(p.len() - 1).unwrap().to_vec1().unwrap();
-        assert_close(&last, &floats(&exp["batch"]["next_logits"][i]), &format!("{name} batch next_logits[{i}]"));
+        assert_close(
+            &last,
+            &floats(&exp["batch"]["next_logits"][i]),
+            &format!("{name} batch next_logits[{i}]"),
+        );
     }
 
     // Greedy continuations: one at a time, and all together.
@@ -72,19 +97,36 @@ fn check_model(name: &str, model_dir: &Path, exp: &Value) {
     };
     for (i, p) in prompts.iter().enumerate() {
         let g = generate(&model, std::slice::from_ref(p), &opts, None).unwrap();
-        assert_eq!(g[0].tokens, ids(&exp["greedy"][i]), "{name} greedy[{i}] one at a time");
+        assert_eq!(
+            g[0].tokens,
+            ids(&exp["greedy"][i]),
+            "{name} greedy[{i}] one at a time"
+        );
     }
     let g = generate(&model, &prompts, &opts, None).unwrap();
     for (i, gi) in g.iter().enumerate() {
-        assert_eq!(gi.tokens, ids(&exp["batch"]["greedy"][i]), "{name} greedy[{i}] batched");
+        assert_eq!(
+            gi.tokens,
+            ids(&exp["batch"]["greedy"][i]),
+            "{name} greedy[{i}] batched"
+        );
     }
 }
 
 fn check_text(name: &str, dir: &Path, exp: &Value) {
     let codec = TextCodec::from_hf_dir(dir, None).unwrap();
     let add_special = exp["tokenizer"]["add_special_tokens"].as_bool().unwrap();
-    for (t, want) in exp["tokenizer"]["texts"].as_array().unwrap().iter().zip(exp["tokenizer"]["ids"].as_array().unwrap()) {
-        assert_eq!(codec.encode(t.as_str().unwrap(), add_special).unwrap(), ids(want), "{name} tokenizer on {t}");
+    for (t, want) in exp["tokenizer"]["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(exp["tokenizer"]["ids"].as_array().unwrap())
+    {
+        assert_eq!(
+            codec.encode(t.as_str().unwrap(), add_special).unwrap(),
+            ids(want),
+            "{name} tokenizer on {t}"
+        );
     }
     let messages: Vec<ChatMessage> = exp["chat"]["messages"]
         .as_array()
@@ -96,8 +138,16 @@ fn check_text(name: &str, dir: &Path, exp: &Value) {
         })
         .collect();
     let rendered = codec.render_chat(&messages, true).unwrap();
-    assert_eq!(rendered, exp["chat"]["rendered"].as_str().unwrap(), "{name} chat template");
-    assert_eq!(codec.encode(&rendered, false).unwrap(), ids(&exp["chat"]["ids"]), "{name} chat ids");
+    assert_eq!(
+        rendered,
+        exp["chat"]["rendered"].as_str().unwrap(),
+        "{name} chat template"
+    );
+    assert_eq!(
+        codec.encode(&rendered, false).unwrap(),
+        ids(&exp["chat"]["ids"]),
+        "{name} chat ids"
+    );
 }
 
 macro_rules! hf_case {
@@ -124,7 +174,11 @@ hf_case!(qwen2_bias_tied, "qwen2");
 fn gguf_f32_checkpoint_matches_transformers() {
     // The GGUF holds llama-plain's weights with q/k permuted the llama.cpp way.
     let exp = expected(&fixture("hf/llama-plain"));
-    check_model("llama-plain.f32.gguf", &fixture("gguf/llama-plain.f32.gguf"), &exp);
+    check_model(
+        "llama-plain.f32.gguf",
+        &fixture("gguf/llama-plain.f32.gguf"),
+        &exp,
+    );
 }
 
 #[test]
@@ -134,7 +188,10 @@ fn gguf_tokenizer_and_template_come_from_metadata() {
     let codec = TextCodec::from_gguf(&path, ckpt.gguf_metadata.as_ref().unwrap()).unwrap();
     let hf = TextCodec::from_hf_dir(&fixture("hf/llama-plain"), None).unwrap();
     let text = "The quick brown fox jumps over the lazy dog.";
-    assert_eq!(codec.encode(text, false).unwrap(), hf.encode(text, false).unwrap());
+    assert_eq!(
+        codec.encode(text, false).unwrap(),
+        hf.encode(text, false).unwrap()
+    );
     assert_eq!(
         codec.render_chat(&[ChatMessage::user("hi")], true).unwrap(),
         hf.render_chat(&[ChatMessage::user("hi")], true).unwrap()
@@ -147,10 +204,25 @@ fn training_mode_computes_the_same_logits() {
     let mut model = Model::new(&ckpt).unwrap();
     let exp = expected(&fixture("hf/llama-gqa"));
     let p = ids(&exp["prompts"][0]);
-    let ids_t = candle_core::Tensor::new(p.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let fast: Vec<Vec<f32>> = model.forward_logits(&ids_t).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let ids_t = candle_core::Tensor::new(p.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let fast: Vec<Vec<f32>> = model
+        .forward_logits(&ids_t)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     model.set_training(true);
-    let slow: Vec<Vec<f32>> = model.forward_logits(&ids_t).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let slow: Vec<Vec<f32>> = model
+        .forward_logits(&ids_t)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     for (j, (a, b)) in fast.iter().zip(&slow).enumerate() {
         assert_close(b, a, &format!("training-mode logits pos {j}"));
     }

@@ -14,20 +14,32 @@ pub fn run(args: &DiffArgs) -> Result<Outcome, Failure> {
     };
     let outcome = evaluate(&base, &new, &gate);
     if let Some(p) = &args.junit {
-        std::fs::write(p, compsafe_core::render::junit(&new, Some(&outcome))).map_err(|e| Failure {
-            code: 3,
-            message: format!("{}: cannot write: {e}", p.display()),
+        std::fs::write(p, compsafe_core::render::junit(&new, Some(&outcome))).map_err(|e| {
+            Failure {
+                code: 3,
+                message: format!("{}: cannot write: {e}", p.display()),
+            }
         })?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+        );
     } else {
         for f in &outcome.failures {
-            println!("FAIL {} / {} [{:?}]: {}", f.variant, f.suite, f.rule, f.message);
+            println!(
+                "FAIL {} / {} [{:?}]: {}",
+                f.variant, f.suite, f.rule, f.message
+            );
         }
         println!(
             "{}: {} cells checked, {} failures",
-            if outcome.passed() { "gate passed" } else { "gate FAILED" },
+            if outcome.passed() {
+                "gate passed"
+            } else {
+                "gate FAILED"
+            },
             outcome.checked,
             outcome.failures.len()
         );

@@ -11,7 +11,9 @@ pub fn run(args: &LayersArgs) -> Result<Outcome, Failure> {
     let mut v = Variant::parse(&args.variant, "--variant")?;
     v.select = args.select.clone();
     if let compsafe_core::Method::Checkpoint { .. } = v.method {
-        return Err(Failure::input("--variant: a checkpoint has no per-tensor error against the reference"));
+        return Err(Failure::input(
+            "--variant: a checkpoint has no per-tensor error against the reference",
+        ));
     }
     let ckpt = Checkpoint::load(&args.model, &Device::Cpu)?;
     let compressed = variant::compress(&ckpt, &v)?;
@@ -34,7 +36,10 @@ pub fn run(args: &LayersArgs) -> Result<Outcome, Failure> {
         return Ok(Outcome::Ok);
     }
     let width = rows.iter().map(|s| s.name.len()).max().unwrap_or(6).max(6);
-    println!("{:<width$}  {:>10}  {:>6}  note", "tensor", "rel_error", "bpw");
+    println!(
+        "{:<width$}  {:>10}  {:>6}  note",
+        "tensor", "rel_error", "bpw"
+    );
     for s in &rows {
         println!(
             "{:<width$}  {:>10.6}  {:>6.3}  {}",

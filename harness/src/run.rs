@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compsafe_core::aggregate::{assemble, Inputs};
-use compsafe_core::report::{FileInfo, Integrity, ModelInfo, Record, SweepInfo, TensorError, VariantInfo, WeightError};
+use compsafe_core::report::{
+    FileInfo, Integrity, ModelInfo, Record, SweepInfo, TensorError, VariantInfo, WeightError,
+};
 use compsafe_core::spec::{validate, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::{Method, Report};
@@ -35,7 +37,9 @@ pub fn validate_cmd(args: &ValidateArgs) -> Result<Outcome, Failure> {
 }
 
 fn now_rfc3339() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -47,17 +51,31 @@ fn now_rfc3339() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn sweep_id(spec_sha: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{}-{:x}", &spec_sha[..12.min(spec_sha.len())], nanos & 0xffff_ffff_ffff)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{:x}",
+        &spec_sha[..12.min(spec_sha.len())],
+        nanos & 0xffff_ffff_ffff
+    )
 }
 
 fn progress(json: bool, msg: &str) {
     if json {
-        eprintln!("{}", serde_json::json!({"event": "progress", "message": msg}));
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "progress", "message": msg})
+        );
     } else {
         eprintln!("{msg}");
     }
@@ -91,7 +109,11 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
         }
     }
     progress(json, &format!("loading {}", spec.model.path.display()));
-    let eval = Evaluator::load(&spec.model.path, spec.model.chat_template.as_deref(), &device)?;
+    let eval = Evaluator::load(
+        &spec.model.path,
+        spec.model.chat_template.as_deref(),
+        &device,
+    )?;
     let mut records: Vec<Record> = Vec::new();
     let mut variants: Vec<VariantInfo> = Vec::new();
     let mut reference_outputs: BTreeMap<String, ReferenceOutputs> = BTreeMap::new();
@@ -99,7 +121,15 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
     for (vi, entry) in spec.variants.iter().enumerate() {
         let variant = &entry.variant;
         let is_ref = vi == 0;
-        progress(json, &format!("variant {} ({}/{})", variant.name, vi + 1, spec.variants.len()));
+        progress(
+            json,
+            &format!(
+                "variant {} ({}/{})",
+                variant.name,
+                vi + 1,
+                spec.variants.len()
+            ),
+        );
         let derived = eval.derive(variant)?;
         let weight_error = derived.mean_rel_error().map(|mean_rel| WeightError {
             mean_rel,
@@ -152,9 +182,19 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
                 suite,
             )?;
             let recs = if suite.expect == Expect::MultipleChoice {
-                eval.eval_multiple_choice(&variant.name, &derived.model, suite, &suite.prompts, budget)?
+                eval.eval_multiple_choice(
+                    &variant.name,
+                    &derived.model,
+                    suite,
+                    &suite.prompts,
+                    budget,
+                )?
             } else {
-                let reference = if is_ref { None } else { reference_outputs.get(&suite.name) };
+                let reference = if is_ref {
+                    None
+                } else {
+                    reference_outputs.get(&suite.name)
+                };
                 let (recs, own) = eval.eval_generation(
                     &variant.name,
                     &derived.model,
@@ -201,7 +241,11 @@ fn write_file(path: &Path, contents: &[u8]) -> Result<(), Failure> {
 }
 
 /// Writes report.json, records.jsonl, report.md, report.html and junit.xml into `out`.
-pub fn write_outputs(out: &Path, report: &Report, records: &[Record]) -> Result<Vec<PathBuf>, Failure> {
+pub fn write_outputs(
+    out: &Path,
+    report: &Report,
+    records: &[Record],
+) -> Result<Vec<PathBuf>, Failure> {
     std::fs::create_dir_all(out).map_err(|e| Failure {
         code: 3,
         message: format!("{}: cannot create output directory: {e}", out.display()),
@@ -236,7 +280,10 @@ pub fn write_outputs(out: &Path, report: &Report, records: &[Record]) -> Result<
 pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
     let v = validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
     let (report, records) = execute(&v, &args.device, args.json)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("out").join(&v.spec.sweep.name));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(&v.spec.sweep.name));
     let written = write_outputs(&out, &report, &records)?;
     if args.json {
         println!(
@@ -254,7 +301,10 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
 }
 
 fn print_summary(report: &Report) {
-    println!("sweep {} ({}), reference {}", report.sweep.name, report.sweep.id, report.reference);
+    println!(
+        "sweep {} ({}), reference {}",
+        report.sweep.name, report.sweep.id, report.reference
+    );
     for c in &report.cells {
         let mut parts = vec![format!("{:<18} {:<22} n={:<4}", c.variant, c.suite, c.n)];
         if let Some(r) = c.refusal_rate {

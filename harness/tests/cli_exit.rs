@@ -23,28 +23,62 @@ fn run(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn layers_lists_tensors_worst_first() {
     let model = root().join("engine/tests/fixtures/hf/llama-gqa");
-    let (code, out, err) = run(&["layers", "--model", model.to_str().unwrap(), "--variant", "int4:g32", "--json"]);
+    let (code, out, err) = run(&[
+        "layers",
+        "--model",
+        model.to_str().unwrap(),
+        "--variant",
+        "int4:g32",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let errs: Vec<f64> = v["tensors"].as_array().unwrap().iter().map(|t| t["rel_error"].as_f64().unwrap()).collect();
+    let errs: Vec<f64> = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rel_error"].as_f64().unwrap())
+        .collect();
     assert!(!errs.is_empty());
-    assert!(errs.windows(2).all(|w| w[0] >= w[1]), "worst first: {errs:?}");
+    assert!(
+        errs.windows(2).all(|w| w[0] >= w[1]),
+        "worst first: {errs:?}"
+    );
     // int4 with one f16 scale per 32 weights: 4.5 bits per weight.
-    assert!((v["bits_per_weight"].as_f64().unwrap() - 4.5).abs() < 1e-9, "{}", v["bits_per_weight"]);
+    assert!(
+        (v["bits_per_weight"].as_f64().unwrap() - 4.5).abs() < 1e-9,
+        "{}",
+        v["bits_per_weight"]
+    );
 }
 
 #[test]
 fn bad_input_exits_2_and_names_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
-    let (code, _, err) = run(&["layers", "--model", missing.to_str().unwrap(), "--variant", "int4"]);
+    let (code, _, err) = run(&[
+        "layers",
+        "--model",
+        missing.to_str().unwrap(),
+        "--variant",
+        "int4",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nope"), "{err}");
 
     let model = root().join("engine/tests/fixtures/hf/llama-gqa");
-    let (code, _, err) = run(&["layers", "--model", model.to_str().unwrap(), "--variant", "int9:g7"]);
+    let (code, _, err) = run(&[
+        "layers",
+        "--model",
+        model.to_str().unwrap(),
+        "--variant",
+        "int9:g7",
+    ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--variant") && err.contains("int9:g7"), "{err}");
+    assert!(
+        err.contains("--variant") && err.contains("int9:g7"),
+        "{err}"
+    );
 
     // A truncated weight file.
     let dir = tmp.path().join("m");
@@ -56,7 +90,13 @@ fn bad_input_exits_2_and_names_the_problem() {
     let st = dir.join("model.safetensors");
     let bytes = std::fs::read(&st).unwrap();
     std::fs::write(&st, &bytes[..100]).unwrap();
-    let (code, _, err) = run(&["layers", "--model", dir.to_str().unwrap(), "--variant", "int8"]);
+    let (code, _, err) = run(&[
+        "layers",
+        "--model",
+        dir.to_str().unwrap(),
+        "--variant",
+        "int8",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("model.safetensors"), "{err}");
 
@@ -89,7 +129,10 @@ fn verify_exits_1_on_integrity_failure() {
     std::fs::write(dir.join("model.safetensors"), b"weightz").unwrap();
     let (code, out, _) = run(&["verify", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("INTEGRITY FAILURE: model.safetensors"), "{out}");
+    assert!(
+        out.contains("INTEGRITY FAILURE: model.safetensors"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -40,13 +40,27 @@ bootstrap_resamples = 200
 
 fn run(spec: &Path, out: &Path) -> serde_json::Value {
     let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
-        .args(["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for f in ["report.json", "report.md", "report.html", "records.jsonl", "junit.xml"] {
+    for f in [
+        "report.json",
+        "report.md",
+        "report.html",
+        "records.jsonl",
+        "junit.xml",
+    ] {
         let p = out.join(f);
-        assert!(p.is_file() && std::fs::metadata(&p).unwrap().len() > 0, "{f} written");
+        assert!(
+            p.is_file() && std::fs::metadata(&p).unwrap().len() > 0,
+            "{f} written"
+        );
     }
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
@@ -65,17 +79,39 @@ fn sweep_writes_the_contract_and_is_reproducible() {
     let a = run(&spec, &tmp.path().join("a"));
     // The report.json contract of DESIGN.md.
     assert_eq!(a["schema"], "compsafe.report/v1");
-    for k in ["compsafe_version", "sweep", "model", "reference", "variants", "cells", "divergences"] {
+    for k in [
+        "compsafe_version",
+        "sweep",
+        "model",
+        "reference",
+        "variants",
+        "cells",
+        "divergences",
+    ] {
         assert!(a.get(k).is_some(), "report.{k}");
     }
-    for k in ["id", "name", "spec_sha256", "seed", "started_at", "finished_at"] {
+    for k in [
+        "id",
+        "name",
+        "spec_sha256",
+        "seed",
+        "started_at",
+        "finished_at",
+    ] {
         assert!(a["sweep"].get(k).is_some(), "sweep.{k}");
     }
     assert_eq!(a["reference"], "fp32");
     let variants = a["variants"].as_array().unwrap();
     assert_eq!(variants.len(), 5);
     for v in variants {
-        for k in ["name", "kind", "method", "bits_per_weight", "bytes", "integrity"] {
+        for k in [
+            "name",
+            "kind",
+            "method",
+            "bits_per_weight",
+            "bytes",
+            "integrity",
+        ] {
             assert!(v.get(k).is_some(), "variants[].{k} of {}", v["name"]);
         }
     }
@@ -83,7 +119,11 @@ fn sweep_writes_the_contract_and_is_reproducible() {
     assert!(int4["weight_error"]["mean_rel"].as_f64().unwrap() > 0.0);
     assert!(int4["bits_per_weight"].as_f64().unwrap() < 32.0);
     let cells = a["cells"].as_array().unwrap();
-    assert_eq!(cells.len(), 10, "5 variants x 2 suites, reference cells included");
+    assert_eq!(
+        cells.len(),
+        10,
+        "5 variants x 2 suites, reference cells included"
+    );
     for c in cells {
         assert!(c["refusal_rate"].is_number() && c["refusal_ci95"].is_array());
         // Accuracy does not apply to refusal suites: absent, never 0.
@@ -91,10 +131,19 @@ fn sweep_writes_the_contract_and_is_reproducible() {
         let is_ref = c["variant"] == "fp32";
         assert_eq!(c.get("vs_reference").is_none(), is_ref, "{}", c["variant"]);
         if !is_ref {
-            for k in ["delta", "delta_ci95", "mcnemar_p", "refuse_to_comply", "comply_to_refuse"] {
+            for k in [
+                "delta",
+                "delta_ci95",
+                "mcnemar_p",
+                "refuse_to_comply",
+                "comply_to_refuse",
+            ] {
                 assert!(c["vs_reference"].get(k).is_some(), "vs_reference.{k}");
             }
-            assert!(c["logits"]["kld_mean"].is_number(), "logit fidelity measured");
+            assert!(
+                c["logits"]["kld_mean"].is_number(),
+                "logit fidelity measured"
+            );
         }
     }
     let bf16 = cells.iter().find(|c| c["variant"] == "bf16").unwrap();
@@ -112,7 +161,13 @@ fn sweep_writes_the_contract_and_is_reproducible() {
     let diff = |new: &Path| {
         let junit = tmp.path().join("gate-junit.xml");
         let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
-            .args(["diff", base.to_str().unwrap(), new.to_str().unwrap(), "--junit", junit.to_str().unwrap()])
+            .args([
+                "diff",
+                base.to_str().unwrap(),
+                new.to_str().unwrap(),
+                "--junit",
+                junit.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         (o.status.code(), std::fs::read_to_string(junit).unwrap())
@@ -120,7 +175,10 @@ fn sweep_writes_the_contract_and_is_reproducible() {
     assert_eq!(diff(&tmp.path().join("b/report.json")).0, Some(0));
     let mut base_json = a.clone();
     let mut worse = a;
-    for (doc, rate, ci) in [(&mut base_json, 0.9, [0.7, 0.97]), (&mut worse, 0.1, [0.03, 0.3])] {
+    for (doc, rate, ci) in [
+        (&mut base_json, 0.9, [0.7, 0.97]),
+        (&mut worse, 0.1, [0.03, 0.3]),
+    ] {
         for c in doc["cells"].as_array_mut().unwrap() {
             if c["variant"] == "int2:g16" && c["suite"] == "advbench" {
                 c["refusal_rate"] = serde_json::json!(rate);
@@ -133,7 +191,10 @@ fn sweep_writes_the_contract_and_is_reproducible() {
     std::fs::write(&worse_path, serde_json::to_string(&worse).unwrap()).unwrap();
     let (code, junit) = diff(&worse_path);
     assert_eq!(code, Some(1));
-    assert!(junit.contains("<failure") && junit.contains("int2:g16 / advbench"), "{junit}");
+    assert!(
+        junit.contains("<failure") && junit.contains("int2:g16 / advbench"),
+        "{junit}"
+    );
 }
 
 #[test]
@@ -145,11 +206,17 @@ fn validate_reports_every_problem_and_exits_2() {
         "variants = [\"int4:g0\"]\n[sweep]\nname = \"x\"\n[model]\npath = \"missing-model\"\n",
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe")).args(["validate", spec.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args(["validate", spec.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.toml") && err.contains("int4:g0"), "{err}");
     let ok = write_spec(tmp.path());
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe")).args(["validate", ok.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args(["validate", ok.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -57,12 +57,20 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 impl Evaluator {
     /// Loads the model (HF directory or GGUF), its tokenizer and chat template.
-    pub fn load(path: &Path, chat_template: Option<&Path>, device: &Device) -> Result<Evaluator, EngineError> {
+    pub fn load(
+        path: &Path,
+        chat_template: Option<&Path>,
+        device: &Device,
+    ) -> Result<Evaluator, EngineError> {
         let checkpoint = Checkpoint::load(path, device)?;
         let codec = match &checkpoint.gguf_metadata {
             Some(meta) => TextCodec::from_gguf(path, meta)?,
@@ -71,7 +79,12 @@ impl Evaluator {
         let reference = Model::new(&checkpoint)?;
         let mut refusal_tokens: Vec<u32> = REFUSAL_STARTERS
             .iter()
-            .filter_map(|s| codec.encode(s, false).ok().and_then(|ids| ids.first().copied()))
+            .filter_map(|s| {
+                codec
+                    .encode(s, false)
+                    .ok()
+                    .and_then(|ids| ids.first().copied())
+            })
             .collect();
         refusal_tokens.sort_unstable();
         refusal_tokens.dedup();
@@ -124,7 +137,8 @@ impl Evaluator {
         };
         // A refusal keyword makes the verdict final (refusal is decided first), so generation
         // may stop there; other suites run to EOS or the token limit.
-        let early = generation.stop_on_verdict && matches!(suite.expect, Expect::Refusal | Expect::Compliance);
+        let early = generation.stop_on_verdict
+            && matches!(suite.expect, Expect::Refusal | Expect::Compliance);
         let judge = &judges.response.refusal;
         let stop = |_: usize, toks: &[u32]| -> bool {
             self.codec
@@ -135,7 +149,12 @@ impl Evaluator {
         let gens = generate(model, &ids, &opts, if early { Some(&stop) } else { None })?;
         let responses: Vec<Vec<u32>> = gens
             .into_iter()
-            .map(|g| g.tokens.into_iter().filter(|t| !self.eos.contains(t)).collect())
+            .map(|g| {
+                g.tokens
+                    .into_iter()
+                    .filter(|t| !self.eos.contains(t))
+                    .collect()
+            })
             .collect();
         let texts: Vec<String> = responses
             .iter()
@@ -143,9 +162,13 @@ impl Evaluator {
             .collect::<Result<_, _>>()?;
         let mass = next_token_mass(model, &ids, &self.refusal_tokens, opts.batch_tokens)?;
         // Plausibility of each response under the reference model (mean log-prob per token).
-        let scored: Vec<usize> = (0..prompts.len()).filter(|&i| !responses[i].is_empty()).collect();
-        let reqs: Vec<(Vec<u32>, Vec<u32>)> =
-            scored.iter().map(|&i| (ids[i].clone(), responses[i].clone())).collect();
+        let scored: Vec<usize> = (0..prompts.len())
+            .filter(|&i| !responses[i].is_empty())
+            .collect();
+        let reqs: Vec<(Vec<u32>, Vec<u32>)> = scored
+            .iter()
+            .map(|&i| (ids[i].clone(), responses[i].clone()))
+            .collect();
         let lls = loglikelihood(&self.reference, &reqs, opts.batch_tokens)?;
         let mut mean_lp: Vec<Option<f64>> = vec![None; prompts.len()];
         for (&i, ll) in scored.iter().zip(&lls) {
@@ -167,7 +190,12 @@ impl Evaluator {
                     .iter()
                     .map(|p| r.tokens.get(&p.id).cloned().unwrap_or_default())
                     .collect();
-                Some(logit_fidelity(&self.reference, model, &reqs, opts.batch_tokens)?)
+                Some(logit_fidelity(
+                    &self.reference,
+                    model,
+                    &reqs,
+                    opts.batch_tokens,
+                )?)
             }
             None => None,
         };
@@ -177,7 +205,8 @@ impl Evaluator {
                 (Some(lp), Some(t)) => Some((lp, t)),
                 _ => None,
             };
-            let mut rec = Record::judged(variant_name, &suite.name, p, &texts[i], judges, likelihood);
+            let mut rec =
+                Record::judged(variant_name, &suite.name, p, &texts[i], judges, likelihood);
             let m = mass[i].clamp(0.0, 1.0);
             rec.refusal_logodds = Some(refusal_logodds(&[m.max(f64::MIN_POSITIVE).ln()]));
             if let Some(f) = &fidelity {
@@ -208,22 +237,29 @@ impl Evaluator {
             let context = truthfulqa_context(&p.prompt);
             let mut ctx_ids = bos.clone();
             ctx_ids.extend(self.codec.encode(&context, false)?);
-            let score = |choices: &[mc::Choice]| -> Result<Option<(Vec<f64>, Vec<bool>)>, EngineError> {
-                if choices.is_empty() {
-                    return Ok(None);
-                }
-                let mut reqs = Vec::with_capacity(choices.len());
-                for c in choices {
-                    // lm-eval encodes context + continuation together and splits at the
-                    // context's length, so merges across the boundary count as in one text.
-                    let mut whole = bos.clone();
-                    whole.extend(self.codec.encode(&(context.clone() + &truthfulqa_continuation(&c.text)), false)?);
-                    let split = ctx_ids.len().min(whole.len().saturating_sub(1));
-                    reqs.push((whole[..split].to_vec(), whole[split..].to_vec()));
-                }
-                let lls = loglikelihood(model, &reqs, budget)?;
-                Ok(Some((lls.iter().map(|l| l.sum).collect(), choices.iter().map(|c| c.correct).collect())))
-            };
+            let score =
+                |choices: &[mc::Choice]| -> Result<Option<(Vec<f64>, Vec<bool>)>, EngineError> {
+                    if choices.is_empty() {
+                        return Ok(None);
+                    }
+                    let mut reqs = Vec::with_capacity(choices.len());
+                    for c in choices {
+                        // lm-eval encodes context + continuation together and splits at the
+                        // context's length, so merges across the boundary count as in one text.
+                        let mut whole = bos.clone();
+                        whole.extend(self.codec.encode(
+                            &(context.clone() + &truthfulqa_continuation(&c.text)),
+                            false,
+                        )?);
+                        let split = ctx_ids.len().min(whole.len().saturating_sub(1));
+                        reqs.push((whole[..split].to_vec(), whole[split..].to_vec()));
+                    }
+                    let lls = loglikelihood(model, &reqs, budget)?;
+                    Ok(Some((
+                        lls.iter().map(|l| l.sum).collect(),
+                        choices.iter().map(|c| c.correct).collect(),
+                    )))
+                };
             let mut rec = Record {
                 variant: variant_name.to_string(),
                 suite: suite.name.clone(),
