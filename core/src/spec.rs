@@ -971,7 +971,14 @@ fn check_pinned_files(
 /// file exist, pinned hashes match and every suite loads. Runs nothing. Returns every problem
 /// found, not just the first.
 pub fn validate(spec_path: &Path) -> Result<Validated, ValidationErrors> {
-    let spec = load_spec(spec_path).map_err(|e| ValidationErrors(vec![e]))?;
+    let text = suite::read_text(spec_path).map_err(|e| ValidationErrors(vec![e]))?;
+    validate_text(&text, spec_path)
+}
+
+/// [`validate`] of a spec's text, as sent to a coordinator: `spec_path` names the spec in
+/// errors and relative paths resolve against its directory.
+pub fn validate_text(text: &str, spec_path: &Path) -> Result<Validated, ValidationErrors> {
+    let spec = parse_spec(text, spec_path).map_err(|e| ValidationErrors(vec![e]))?;
     let mut errors = Vec::new();
     let missing = |field: &str, p: &Path, what: &str| {
         FieldError::new(field, p.display().to_string(), format!("{what} not found"))

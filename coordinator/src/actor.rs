@@ -1,0 +1,115 @@
+//! One task owns the [`Scheduler`]; everyone else sends it commands with a reply channel.
+
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::plan::{now_ms, rfc3339};
+use crate::sched::{Progress, SchedError, Scheduler};
+use crate::store::Store;
+
+type Job<S> = Box<dyn FnOnce(&mut Scheduler<S>, u64, &str) -> Vec<String> + Send>;
+
+/// A command for the scheduler task: a closure run on the state, with the caller's span.
+struct Command<S: Store> {
+    job: Job<S>,
+    span: tracing::Span,
+}
+
+/// Cheap, cloneable access to the scheduler task.
+pub struct Handle<S: Store> {
+    tx: mpsc::Sender<Command<S>>,
+    progress: broadcast::Sender<Progress>,
+}
+
+impl<S: Store> Clone for Handle<S> {
+    fn clone(&self) -> Self {
+        Handle {
+            tx: self.tx.clone(),
+            progress: self.progress.clone(),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Handle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+/// The scheduler task is gone (the coordinator is shutting down).
+pub const GONE: &str = "scheduler stopped";
+
+impl<S: Store> Handle<S> {
+    /// Starts the task that owns `sched`; it also expires leases every `tick`.
+    pub fn spawn(sched: Scheduler<S>, tick: Duration) -> Handle<S> {
+        let (tx, mut rx) = mpsc::channel::<Command<S>>(1024);
+        let (progress, _) = broadcast::channel(1024);
+        let notify = progress.clone();
+        tokio::spawn(
+            async move {
+                let mut sched = sched;
+                let mut ticker = tokio::time::interval(tick);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let changed = tokio::select! {
+                        cmd = rx.recv() => match cmd {
+                            Some(cmd) => {
+                                let now = now_ms();
+                                let _g = cmd.span.enter();
+                                (cmd.job)(&mut sched, now, &rfc3339(now))
+                            }
+                            None => break,
+                        },
+                        _ = ticker.tick() => {
+                            let now = now_ms();
+                            match sched.expire(now, &rfc3339(now)) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    tracing::error!("expiring leases: {e}");
+                                    Vec::new()
+                                }
+                            }
+                        }
+                    };
+                    for id in changed {
+                        if let Ok(p) = sched.progress(&id) {
+                            let _ = notify.send(p);
+                        }
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("scheduler")),
+        );
+        Handle { tx, progress }
+    }
+
+    /// Runs `f` on the scheduler; `f` returns its answer and the sweeps whose progress changed.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Scheduler<S>, u64, &str) -> (Result<T, SchedError>, Vec<String>)
+            + Send
+            + 'static,
+    ) -> Result<T, SchedError> {
+        let (reply, rx) = oneshot::channel();
+        let job: Job<S> = Box::new(move |s, now, stamp| {
+            let (out, changed) = f(s, now, stamp);
+            let _ = reply.send(out);
+            changed
+        });
+        self.tx
+            .send(Command {
+                job,
+                span: tracing::Span::current(),
+            })
+            .await
+            .map_err(|_| SchedError::Invalid(GONE.into()))?;
+        rx.await.map_err(|_| SchedError::Invalid(GONE.into()))?
+    }
+
+    /// Progress notifications of every sweep.
+    pub fn subscribe(&self) -> broadcast::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+}

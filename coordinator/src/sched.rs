@@ -1,0 +1,525 @@
+//! The scheduling state machine: sweeps, units, leases, fencing and attempts. Time is a
+//! parameter (unix milliseconds) so simulations drive it with a fake clock; the actor in
+//! [`crate::actor`] owns one instance and feeds it the wall clock.
+
+use std::collections::{BTreeMap, HashSet};
+
+use compsafe_proto::{ReferenceWire, UnitResult, UnitSpec};
+
+use crate::store::{Store, StoreError, SweepRow, SweepState, UnitRow, UnitState};
+
+/// Tunables of the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedConfig {
+    /// How long a lease lasts without renewal.
+    pub lease_ttl_ms: u64,
+    /// Leases a unit may have before it fails for good.
+    pub max_attempts: u32,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        SchedConfig {
+            lease_ttl_ms: 30_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Why a scheduler call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    /// No such sweep or unit.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The lease is expired, superseded or its sweep was cancelled.
+    #[error("lease refused: {0}")]
+    Fenced(String),
+    /// The request is malformed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SchedError> for tonic::Status {
+    fn from(e: SchedError) -> Self {
+        match e {
+            SchedError::NotFound(m) => tonic::Status::not_found(m),
+            SchedError::Fenced(m) => {
+                tonic::Status::failed_precondition(format!("lease refused: {m}"))
+            }
+            SchedError::Invalid(m) => tonic::Status::invalid_argument(m),
+            SchedError::Store(e) => tonic::Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// Unit counts of a sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Sweep id.
+    pub id: String,
+    /// Sweep name.
+    pub name: String,
+    /// Sweep state.
+    pub state: SweepState,
+    /// Units waiting for a worker.
+    pub queued: u32,
+    /// Units held by workers.
+    pub leased: u32,
+    /// Units with a result.
+    pub done: u32,
+    /// Units that failed for good.
+    pub failed: u32,
+    /// All units.
+    pub total: u32,
+    /// Why the sweep failed.
+    pub error: Option<String>,
+}
+
+/// A lease handed to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    /// `<sweep>:<ordinal>`.
+    pub unit_id: String,
+    /// Fencing token of this lease.
+    pub lease_id: u64,
+    /// Unix milliseconds.
+    pub deadline_ms: u64,
+    /// What to run.
+    pub spec: UnitSpec,
+}
+
+struct SweepEntry {
+    row: SweepRow,
+    units: Vec<UnitRow>,
+}
+
+/// The scheduler's state, written through to a [`Store`].
+pub struct Scheduler<S: Store> {
+    store: S,
+    cfg: SchedConfig,
+    sweeps: BTreeMap<String, SweepEntry>,
+    /// Sweep ids in submission order.
+    order: Vec<String>,
+    next_lease: u64,
+    next_worker: u64,
+}
+
+impl<S: Store> std::fmt::Debug for Scheduler<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("sweeps", &self.order)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_unit_id(id: &str) -> Result<(&str, u32), SchedError> {
+    id.rsplit_once(':')
+        .and_then(|(s, o)| o.parse().ok().map(|o| (s, o)))
+        .ok_or_else(|| SchedError::Invalid(format!("unit id {id:?} is not <sweep>:<ordinal>")))
+}
+
+impl<S: Store> Scheduler<S> {
+    /// Restores the scheduler from what `store` holds (empty for a new store).
+    pub fn open(store: S, cfg: SchedConfig) -> Result<Scheduler<S>, SchedError> {
+        let (rows, units) = store.load()?;
+        let mut sweeps = BTreeMap::new();
+        let mut order = Vec::new();
+        for row in rows {
+            order.push(row.id.clone());
+            sweeps.insert(
+                row.id.clone(),
+                SweepEntry {
+                    row,
+                    units: Vec::new(),
+                },
+            );
+        }
+        let mut next_lease = 1;
+        for u in units {
+            next_lease = next_lease.max(u.lease_id + 1);
+            if let Some(s) = sweeps.get_mut(&u.sweep_id) {
+                s.units.push(u);
+            }
+        }
+        for s in sweeps.values_mut() {
+            s.units.sort_by_key(|u| u.ordinal);
+        }
+        Ok(Scheduler {
+            store,
+            cfg,
+            sweeps,
+            order,
+            next_lease,
+            next_worker: 1,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> SchedConfig {
+        self.cfg
+    }
+
+    /// Adds a planned sweep. A sweep without units is done at once.
+    pub fn submit(
+        &mut self,
+        mut row: SweepRow,
+        units: Vec<UnitRow>,
+        now_rfc3339: &str,
+    ) -> Result<Progress, SchedError> {
+        if self.sweeps.contains_key(&row.id) {
+            return Err(SchedError::Invalid(format!(
+                "sweep {} already exists",
+                row.id
+            )));
+        }
+        if units.is_empty() {
+            row.state = SweepState::Done;
+            row.finished_at = Some(now_rfc3339.to_string());
+        }
+        self.store.create_sweep(&row, &units)?;
+        let id = row.id.clone();
+        self.order.push(id.clone());
+        self.sweeps.insert(id.clone(), SweepEntry { row, units });
+        self.progress(&id)
+    }
+
+    /// Gives a worker its id.
+    pub fn register(&mut self) -> String {
+        let id = format!("w{}", self.next_worker);
+        self.next_worker += 1;
+        id
+    }
+
+    /// Counts of one sweep.
+    pub fn progress(&self, id: &str) -> Result<Progress, SchedError> {
+        let s = self
+            .sweeps
+            .get(id)
+            .ok_or_else(|| SchedError::NotFound(format!("sweep {id}")))?;
+        let count = |st: UnitState| s.units.iter().filter(|u| u.state == st).count() as u32;
+        Ok(Progress {
+            id: s.row.id.clone(),
+            name: s.row.name.clone(),
+            state: s.row.state,
+            queued: count(UnitState::Queued),
+            leased: count(UnitState::Leased),
+            done: count(UnitState::Done),
+            failed: count(UnitState::Failed),
+            total: s.units.len() as u32,
+            error: s.row.error.clone(),
+        })
+    }
+
+    /// Counts of every sweep, in submission order.
+    pub fn list(&self) -> Vec<Progress> {
+        self.order
+            .iter()
+            .filter_map(|id| self.progress(id).ok())
+            .collect()
+    }
+
+    /// The stored sweep.
+    pub fn sweep(&self, id: &str) -> Result<SweepRow, SchedError> {
+        self.sweeps
+            .get(id)
+            .map(|s| s.row.clone())
+            .ok_or_else(|| SchedError::NotFound(format!("sweep {id}")))
+    }
+
+    /// The stored results of a sweep, by unit ordinal.
+    pub fn results(&self, id: &str) -> Result<Vec<(u32, String)>, SchedError> {
+        self.sweep(id)?;
+        Ok(self.store.results(id)?)
+    }
+
+    /// Cancels a running sweep; its queued units are no longer leased and results of its
+    /// leased units are refused. Returns the ids of sweeps whose progress changed.
+    pub fn cancel(&mut self, id: &str, now_rfc3339: &str) -> Result<Progress, SchedError> {
+        let s = self
+            .sweeps
+            .get_mut(id)
+            .ok_or_else(|| SchedError::NotFound(format!("sweep {id}")))?;
+        if !s.row.state.is_final() {
+            s.row.state = SweepState::Cancelled;
+            s.row.finished_at = Some(now_rfc3339.to_string());
+            self.store.save_sweep(&s.row)?;
+        }
+        self.progress(id)
+    }
+
+    /// Requeues (or fails, when out of attempts) every unit whose lease expired before `now`.
+    /// Returns the ids of sweeps whose progress changed.
+    pub fn expire(&mut self, now: u64, now_rfc3339: &str) -> Result<Vec<String>, SchedError> {
+        let mut changed = Vec::new();
+        let max = self.cfg.max_attempts;
+        for s in self.sweeps.values_mut() {
+            if s.row.state.is_final() {
+                continue;
+            }
+            let mut touched = false;
+            let mut failure = None;
+            for u in s.units.iter_mut() {
+                if u.state == UnitState::Leased && u.deadline_ms < now {
+                    touched = true;
+                    u.error = format!("lease {} held by {} expired", u.lease_id, u.worker);
+                    if u.attempts >= max {
+                        u.state = UnitState::Failed;
+                        failure = Some(format!(
+                            "unit {} failed after {} attempts: {}",
+                            u.id(),
+                            u.attempts,
+                            u.error
+                        ));
+                    } else {
+                        u.state = UnitState::Queued;
+                    }
+                    self.store.save_unit(u)?;
+                }
+            }
+            if let Some(err) = failure {
+                s.row.state = SweepState::Failed;
+                s.row.error = Some(err);
+                s.row.finished_at = Some(now_rfc3339.to_string());
+                self.store.save_sweep(&s.row)?;
+            }
+            if touched {
+                changed.push(s.row.id.clone());
+            }
+        }
+        Ok(changed)
+    }
+
+    fn reference_done(s: &SweepEntry, suite: u32) -> bool {
+        s.units
+            .iter()
+            .filter(|u| u.variant == 0 && u.suite == suite)
+            .all(|u| u.state == UnitState::Done)
+    }
+
+    fn reference_for(
+        &self,
+        s: &SweepEntry,
+        suite: u32,
+    ) -> Result<Option<ReferenceWire>, SchedError> {
+        let mut merged: Option<ReferenceWire> = None;
+        for u in s
+            .units
+            .iter()
+            .filter(|u| u.variant == 0 && u.suite == suite)
+        {
+            let Some(text) = self.store.result(&u.sweep_id, u.ordinal)? else {
+                continue;
+            };
+            let r: UnitResult = serde_json::from_str(&text)
+                .map_err(|e| SchedError::Invalid(format!("stored result of {}: {e}", u.id())))?;
+            if let Some(r) = r.reference {
+                let m = merged.get_or_insert_with(ReferenceWire::default);
+                m.tokens.extend(r.tokens);
+                m.typical_logprob = m.typical_logprob.or(r.typical_logprob);
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Leases the next unit to `worker`: running sweeps in submission order, units in plan
+    /// order, a variant unit only once the reference units of its suite are done; units of a
+    /// model in `loaded` first. `None` when nothing is leasable now.
+    pub fn lease(
+        &mut self,
+        worker: &str,
+        loaded: &[String],
+        now: u64,
+        now_rfc3339: &str,
+    ) -> Result<Option<Lease>, SchedError> {
+        self.expire(now, now_rfc3339)?;
+        let loaded: HashSet<&str> = loaded.iter().map(String::as_str).collect();
+        let mut pick: Option<(String, usize)> = None;
+        'outer: for prefer_loaded in [true, false] {
+            if prefer_loaded && loaded.is_empty() {
+                continue;
+            }
+            for id in &self.order {
+                let s = &self.sweeps[id];
+                if s.row.state != SweepState::Running {
+                    continue;
+                }
+                for (i, u) in s.units.iter().enumerate() {
+                    if u.state != UnitState::Queued
+                        || (prefer_loaded && !loaded.contains(u.model.as_str()))
+                    {
+                        continue;
+                    }
+                    if u.variant != 0 && !Self::reference_done(s, u.suite) {
+                        continue;
+                    }
+                    pick = Some((id.clone(), i));
+                    break 'outer;
+                }
+            }
+        }
+        let Some((sid, i)) = pick else {
+            return Ok(None);
+        };
+        let reference = {
+            let s = &self.sweeps[&sid];
+            let u = &s.units[i];
+            if u.variant == 0 {
+                None
+            } else {
+                self.reference_for(s, u.suite)?
+            }
+        };
+        let lease_id = self.next_lease;
+        self.next_lease += 1;
+        let s = self.sweeps.get_mut(&sid).expect("picked sweep exists");
+        let u = &mut s.units[i];
+        u.state = UnitState::Leased;
+        u.attempts += 1;
+        u.lease_id = lease_id;
+        u.deadline_ms = now + self.cfg.lease_ttl_ms;
+        u.worker = worker.to_string();
+        self.store.save_unit(u)?;
+        Ok(Some(Lease {
+            unit_id: u.id(),
+            lease_id,
+            deadline_ms: u.deadline_ms,
+            spec: UnitSpec {
+                sweep_id: sid.clone(),
+                unit_id: u.id(),
+                spec_text: s.row.spec_text.clone(),
+                spec_path: s.row.spec_path.clone(),
+                variant: u.variant as usize,
+                suite: u.suite as usize,
+                start: u.start as usize,
+                end: u.end as usize,
+                reference,
+            },
+        }))
+    }
+
+    fn current<'a>(
+        sweeps: &'a mut BTreeMap<String, SweepEntry>,
+        unit_id: &str,
+    ) -> Result<(&'a mut SweepRow, &'a mut UnitRow), SchedError> {
+        let (sid, ord) = parse_unit_id(unit_id)?;
+        let s = sweeps
+            .get_mut(sid)
+            .ok_or_else(|| SchedError::NotFound(format!("sweep {sid}")))?;
+        let u = s
+            .units
+            .get_mut(ord as usize)
+            .ok_or_else(|| SchedError::NotFound(format!("unit {unit_id}")))?;
+        Ok((&mut s.row, u))
+    }
+
+    fn check_lease(row: &SweepRow, u: &UnitRow, lease_id: u64, now: u64) -> Result<(), SchedError> {
+        if row.state == SweepState::Cancelled {
+            return Err(SchedError::Fenced(format!(
+                "sweep {} was cancelled",
+                row.id
+            )));
+        }
+        if u.state != UnitState::Leased || u.lease_id != lease_id {
+            return Err(SchedError::Fenced(format!(
+                "lease {lease_id} of unit {} is no longer current",
+                u.id()
+            )));
+        }
+        if now > u.deadline_ms {
+            return Err(SchedError::Fenced(format!(
+                "lease {lease_id} of unit {} expired",
+                u.id()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Extends a current lease; returns the new deadline.
+    pub fn renew(&mut self, unit_id: &str, lease_id: u64, now: u64) -> Result<u64, SchedError> {
+        let ttl = self.cfg.lease_ttl_ms;
+        let (row, u) = Self::current(&mut self.sweeps, unit_id)?;
+        Self::check_lease(row, u, lease_id, now)?;
+        u.deadline_ms = now + ttl;
+        self.store.save_unit(u)?;
+        Ok(u.deadline_ms)
+    }
+
+    /// Stores the result of a current lease. `Ok(false)` when the unit already had a result:
+    /// the duplicate changes nothing. A result of an expired or superseded lease is refused.
+    pub fn complete(
+        &mut self,
+        unit_id: &str,
+        lease_id: u64,
+        result: &str,
+        now: u64,
+        now_rfc3339: &str,
+    ) -> Result<bool, SchedError> {
+        let (row, u) = Self::current(&mut self.sweeps, unit_id)?;
+        if u.state == UnitState::Done {
+            return Ok(false);
+        }
+        Self::check_lease(row, u, lease_id, now)?;
+        let parsed: UnitResult = serde_json::from_str(result)
+            .map_err(|e| SchedError::Invalid(format!("result of unit {unit_id}: {e}")))?;
+        let expected = (u.end - u.start) as usize;
+        if parsed.records.len() != expected {
+            return Err(SchedError::Invalid(format!(
+                "result of unit {unit_id} has {} records, expected {expected}",
+                parsed.records.len()
+            )));
+        }
+        u.state = UnitState::Done;
+        u.error.clear();
+        self.store.complete_unit(u, result)?;
+        let sid = row.id.clone();
+        let s = self.sweeps.get_mut(&sid).expect("sweep exists");
+        if s.units.iter().all(|u| u.state == UnitState::Done) {
+            s.row.state = SweepState::Done;
+            s.row.finished_at = Some(now_rfc3339.to_string());
+            self.store.save_sweep(&s.row)?;
+        }
+        Ok(true)
+    }
+
+    /// Records a failure of a current lease: the unit is requeued when `retryable` and it has
+    /// attempts left, otherwise it (and its sweep) fail with `reason`.
+    pub fn fail(
+        &mut self,
+        unit_id: &str,
+        lease_id: u64,
+        reason: &str,
+        retryable: bool,
+        now: u64,
+        now_rfc3339: &str,
+    ) -> Result<(), SchedError> {
+        let max = self.cfg.max_attempts;
+        let (row, u) = Self::current(&mut self.sweeps, unit_id)?;
+        Self::check_lease(row, u, lease_id, now)?;
+        u.error = reason.to_string();
+        if retryable && u.attempts < max {
+            u.state = UnitState::Queued;
+            self.store.save_unit(u)?;
+        } else {
+            u.state = UnitState::Failed;
+            self.store.save_unit(u)?;
+            row.state = SweepState::Failed;
+            row.error = Some(format!(
+                "unit {} failed after {} attempts: {reason}",
+                u.id(),
+                u.attempts
+            ));
+            row.finished_at = Some(now_rfc3339.to_string());
+            self.store.save_sweep(row)?;
+        }
+        Ok(())
+    }
+
+    /// The ids of sweeps a unit belongs to (for progress notifications).
+    pub fn sweep_of(unit_id: &str) -> Option<String> {
+        parse_unit_id(unit_id).ok().map(|(s, _)| s.to_string())
+    }
+}

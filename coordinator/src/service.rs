@@ -1,0 +1,467 @@
+//! The gRPC services (sweeps for users, work for workers), bearer-token auth and health.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compsafe_proto::pb::sweeps_server::{Sweeps, SweepsServer};
+use compsafe_proto::pb::work_server::{Work, WorkServer};
+use compsafe_proto::pb::{
+    CancelRequest, CompleteRequest, CompleteResponse, FailRequest, FailResponse, GetRequest,
+    LeaseRequest, LeaseResponse, ListRequest, ListResponse, RegisterRequest, RegisterResponse,
+    RenewRequest, RenewResponse, ReportResponse, SubmitRequest, SubmitResponse, SweepStatus,
+    WorkUnit,
+};
+use compsafe_proto::{check_protocol, MAX_MESSAGE_BYTES};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use crate::actor::Handle;
+use crate::plan::{assemble_sweep, check_spec, now_ms, plan, rfc3339, sweep_id};
+use crate::sched::{Progress, SchedConfig, SchedError, Scheduler};
+use crate::store::{SqliteStore, Store, SweepRow, SweepState};
+
+/// How the coordinator is run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The bearer token every call must carry.
+    pub token: String,
+    /// When set, model paths of submitted specs must resolve inside it.
+    pub model_root: Option<PathBuf>,
+    /// Scheduler tunables.
+    pub sched: SchedConfig,
+    /// Prompts per variant unit (0: a whole suite).
+    pub prompts_per_unit: usize,
+    /// How often expired leases are looked for.
+    pub tick: Duration,
+}
+
+impl Config {
+    /// Defaults with `token`.
+    pub fn with_token(token: impl Into<String>) -> Config {
+        Config {
+            token: token.into(),
+            model_root: None,
+            sched: SchedConfig::default(),
+            prompts_per_unit: 0,
+            tick: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Checks `authorization: Bearer <token>` in constant time.
+#[derive(Clone)]
+pub struct Auth {
+    token: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth")
+    }
+}
+
+impl Auth {
+    /// Accepts calls carrying `token`.
+    pub fn new(token: &str) -> Auth {
+        Auth {
+            token: token.as_bytes().into(),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        if bool::from(given.as_bytes().ct_eq(&self.token)) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("invalid token"))
+        }
+    }
+}
+
+struct Inner<S: Store> {
+    handle: Handle<S>,
+    cfg: Config,
+}
+
+/// Implements both services on one scheduler.
+pub struct Coordinator<S: Store> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Store> Clone for Coordinator<S> {
+    fn clone(&self) -> Self {
+        Coordinator {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Coordinator<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").finish_non_exhaustive()
+    }
+}
+
+fn status_of(p: Progress) -> SweepStatus {
+    SweepStatus {
+        sweep_id: p.id,
+        name: p.name,
+        state: p.state.as_str().to_string(),
+        queued: p.queued,
+        leased: p.leased,
+        done: p.done,
+        failed: p.failed,
+        total: p.total,
+        error: p.error.unwrap_or_default(),
+    }
+}
+
+impl<S: Store> Coordinator<S> {
+    /// Starts the scheduler task over `store` (restoring what it holds).
+    pub fn start(store: S, cfg: Config) -> Result<Coordinator<S>, SchedError> {
+        let sched = Scheduler::open(store, cfg.sched)?;
+        let handle = Handle::spawn(sched, cfg.tick);
+        Ok(Coordinator {
+            inner: Arc::new(Inner { handle, cfg }),
+        })
+    }
+
+    /// The scheduler task.
+    pub fn handle(&self) -> &Handle<S> {
+        &self.inner.handle
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<SweepStatus, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl<S: Store> Sweeps for Coordinator<S> {
+    async fn submit(
+        &self,
+        req: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let root = self.inner.cfg.model_root.clone();
+        let per_unit = self.inner.cfg.prompts_per_unit;
+        let text = req.spec_text;
+        let path = req.spec_path;
+        let (row, units) = tokio::task::spawn_blocking(move || {
+            let v = check_spec(&text, std::path::Path::new(&path), root.as_deref())?;
+            let now = now_ms();
+            let salt = u64::from(std::process::id());
+            let id = sweep_id(&v.spec.sha256, now, salt);
+            let units = plan(&id, &v, per_unit);
+            let row = SweepRow {
+                id,
+                name: v.spec.sweep.name.clone(),
+                spec_text: text,
+                spec_path: path,
+                state: SweepState::Running,
+                created_ms: now,
+                started_at: rfc3339(now),
+                finished_at: None,
+                error: None,
+            };
+            Ok::<_, String>((row, units))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::invalid_argument)?;
+        let n = units.len() as u32;
+        let id = row.id.clone();
+        tracing::info!(sweep = %id, units = n, "submitted");
+        self.inner
+            .handle
+            .call(move |s, _, stamp| {
+                let id = row.id.clone();
+                (s.submit(row, units, stamp), vec![id])
+            })
+            .await?;
+        Ok(Response::new(SubmitResponse {
+            sweep_id: id,
+            units: n,
+        }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<SweepStatus>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let p = self
+            .inner
+            .handle
+            .call(move |s, _, _| (s.progress(&req.sweep_id), vec![]))
+            .await?;
+        Ok(Response::new(status_of(p)))
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        check_protocol(req.into_inner().protocol)?;
+        let all = self
+            .inner
+            .handle
+            .call(|s, _, _| (Ok(s.list()), vec![]))
+            .await?;
+        Ok(Response::new(ListResponse {
+            sweeps: all.into_iter().map(status_of).collect(),
+        }))
+    }
+
+    async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<SweepStatus>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let p = self
+            .inner
+            .handle
+            .call(move |s, _, stamp| {
+                let id = req.sweep_id.clone();
+                (s.cancel(&req.sweep_id, stamp), vec![id])
+            })
+            .await?;
+        Ok(Response::new(status_of(p)))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<GetRequest>) -> Result<Response<WatchStream>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let mut rx = self.inner.handle.subscribe();
+        let handle = self.inner.handle.clone();
+        let id = req.sweep_id;
+        let first = {
+            let id = id.clone();
+            handle
+                .call(move |s, _, _| (s.progress(&id), vec![]))
+                .await?
+        };
+        let (tx, out) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut last = first;
+            loop {
+                let done = last.state.is_final();
+                if tx.send(Ok(status_of(last))).await.is_err() || done {
+                    return;
+                }
+                last = loop {
+                    match rx.recv().await {
+                        Ok(p) if p.id == id => break p,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let id = id.clone();
+                            match handle.call(move |s, _, _| (s.progress(&id), vec![])).await {
+                                Ok(p) => break p,
+                                Err(_) => return,
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                };
+            }
+        });
+        let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(out));
+        Ok(Response::new(stream))
+    }
+
+    async fn report(&self, req: Request<GetRequest>) -> Result<Response<ReportResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let id = req.sweep_id;
+        let (row, results) = self
+            .inner
+            .handle
+            .call(move |s, _, _| {
+                let out = s.sweep(&id).and_then(|row| Ok((row, s.results(&id)?)));
+                (out, vec![])
+            })
+            .await?;
+        if row.state != SweepState::Done {
+            return Err(Status::failed_precondition(format!(
+                "sweep {} is {}{}",
+                row.id,
+                row.state.as_str(),
+                row.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )));
+        }
+        let root = self.inner.cfg.model_root.clone();
+        let (report, records) =
+            tokio::task::spawn_blocking(move || assemble_sweep(&row, &results, root.as_deref()))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::internal)?;
+        let report_json =
+            serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
+        let records_json = records
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ReportResponse {
+            report_json,
+            records_json,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> Work for Coordinator<S> {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let id = self
+            .inner
+            .handle
+            .call(|s, _, _| (Ok(s.register()), vec![]))
+            .await?;
+        tracing::info!(worker = %id, host = %req.hostname, device = %req.device, "registered");
+        Ok(Response::new(RegisterResponse {
+            worker_id: id,
+            lease_ttl_ms: self.inner.cfg.sched.lease_ttl_ms,
+        }))
+    }
+
+    async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let lease = self
+            .inner
+            .handle
+            .call(move |s, now, stamp| {
+                let out = s.lease(&req.worker_id, &req.loaded_models, now, stamp);
+                let changed = match &out {
+                    Ok(Some(l)) => vec![l.spec.sweep_id.clone()],
+                    _ => vec![],
+                };
+                (out, changed)
+            })
+            .await?;
+        let unit = match lease {
+            Some(l) => Some(WorkUnit {
+                unit_id: l.unit_id,
+                lease_id: l.lease_id,
+                deadline_unix_ms: l.deadline_ms,
+                unit_json: serde_json::to_string(&l.spec)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            }),
+            None => None,
+        };
+        Ok(Response::new(LeaseResponse { unit }))
+    }
+
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let deadline = self
+            .inner
+            .handle
+            .call(move |s, now, _| (s.renew(&req.unit_id, req.lease_id, now), vec![]))
+            .await?;
+        Ok(Response::new(RenewResponse {
+            deadline_unix_ms: deadline,
+        }))
+    }
+
+    async fn complete(
+        &self,
+        req: Request<CompleteRequest>,
+    ) -> Result<Response<CompleteResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let accepted = self
+            .inner
+            .handle
+            .call(move |s, now, stamp| {
+                let changed = Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
+                (
+                    s.complete(&req.unit_id, req.lease_id, &req.result_json, now, stamp),
+                    changed,
+                )
+            })
+            .await?;
+        Ok(Response::new(CompleteResponse { accepted }))
+    }
+
+    async fn fail(&self, req: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        tracing::warn!(unit = %req.unit_id, worker = %req.worker_id, retryable = req.retryable, "unit failed: {}", req.reason);
+        self.inner
+            .handle
+            .call(move |s, now, stamp| {
+                let changed = Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
+                (
+                    s.fail(
+                        &req.unit_id,
+                        req.lease_id,
+                        &req.reason,
+                        req.retryable,
+                        now,
+                        stamp,
+                    ),
+                    changed,
+                )
+            })
+            .await?;
+        Ok(Response::new(FailResponse {}))
+    }
+}
+
+/// Serves both services, with auth, bounded messages and grpc.health.v1, on `listener` until
+/// `shutdown` resolves.
+pub async fn serve<S: Store>(
+    coordinator: Coordinator<S>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let auth = Auth::new(&coordinator.inner.cfg.token);
+    let sweeps = SweepsServer::new(coordinator.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let work = WorkServer::new(coordinator)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<SweepsServer<Coordinator<S>>>().await;
+    reporter.set_serving::<WorkServer<Coordinator<S>>>().await;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(InterceptedService::new(sweeps, auth.clone()))
+        .add_service(InterceptedService::new(work, auth))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+/// Opens the SQLite store at `db` and serves on `listener` until `shutdown`.
+pub async fn run(
+    db: &std::path::Path,
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let store = SqliteStore::open(db).map_err(|e| format!("{}: {e}", db.display()))?;
+    let c = Coordinator::start(store, cfg).map_err(|e| e.to_string())?;
+    serve(c, listener, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}

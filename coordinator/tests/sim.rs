@@ -1,0 +1,364 @@
+//! Deterministic simulation of the scheduler: a fake clock, fake runners, a store file that
+//! survives a restart.
+
+use compsafe_coordinator::sched::{SchedConfig, SchedError, Scheduler};
+use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
+use compsafe_core::report::{Integrity, Record, VariantInfo};
+use compsafe_proto::{ReferenceWire, UnitResult};
+
+const TTL: u64 = 1_000;
+
+fn cfg() -> SchedConfig {
+    SchedConfig {
+        lease_ttl_ms: TTL,
+        max_attempts: 3,
+    }
+}
+
+/// A sweep of `variants` x `suites`, one unit of `n` prompts each, the reference first.
+fn sweep(id: &str, variants: u32, suites: u32, n: u32) -> (SweepRow, Vec<UnitRow>) {
+    let row = SweepRow {
+        id: id.into(),
+        name: "sim".into(),
+        spec_text: String::new(),
+        spec_path: "/sim.toml".into(),
+        state: SweepState::Running,
+        created_ms: 0,
+        started_at: "t0".into(),
+        finished_at: None,
+        error: None,
+    };
+    let mut units = Vec::new();
+    for v in 0..variants {
+        for s in 0..suites {
+            units.push(UnitRow {
+                sweep_id: id.into(),
+                ordinal: units.len() as u32,
+                variant: v,
+                suite: s,
+                start: 0,
+                end: n,
+                model: "/m".into(),
+                state: UnitState::Queued,
+                attempts: 0,
+                lease_id: 0,
+                deadline_ms: 0,
+                worker: String::new(),
+                error: String::new(),
+            });
+        }
+    }
+    (row, units)
+}
+
+/// What a fake runner returns for a unit of `n` prompts.
+fn result(n: u32, tag: &str) -> String {
+    let mut tokens = std::collections::BTreeMap::new();
+    tokens.insert("p0".to_string(), (vec![1, 2], vec![3]));
+    serde_json::to_string(&UnitResult {
+        records: (0..n)
+            .map(|i| Record {
+                prompt_id: format!("p{i}"),
+                response: Some(tag.into()),
+                ..Record::default()
+            })
+            .collect(),
+        variant: VariantInfo {
+            name: tag.into(),
+            kind: "reference".into(),
+            method: "fp32".into(),
+            bits_per_weight: None,
+            bytes: None,
+            integrity: Integrity::Unpinned,
+            weight_error: None,
+        },
+        model: None,
+        reference: Some(ReferenceWire {
+            tokens,
+            typical_logprob: Some(-1.0),
+        }),
+    })
+    .unwrap()
+}
+
+fn open(path: &std::path::Path) -> Scheduler<SqliteStore> {
+    Scheduler::open(SqliteStore::open(path).unwrap(), cfg()).unwrap()
+}
+
+#[test]
+fn reference_units_gate_variant_units_of_their_suite() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 2, 2, 3);
+    s.submit(row, units, "t").unwrap();
+    let a = s.lease("w1", &[], 0, "t").unwrap().unwrap();
+    let b = s.lease("w2", &[], 0, "t").unwrap().unwrap();
+    assert_eq!(
+        (a.spec.variant, a.spec.suite, b.spec.variant, b.spec.suite),
+        (0, 0, 0, 1)
+    );
+    assert!(
+        s.lease("w3", &[], 0, "t").unwrap().is_none(),
+        "variants wait for the reference"
+    );
+    assert!(s
+        .complete(&b.unit_id, b.lease_id, &result(3, "fp32"), 10, "t")
+        .unwrap());
+    let c = s.lease("w3", &[], 10, "t").unwrap().unwrap();
+    assert_eq!((c.spec.variant, c.spec.suite), (1, 1));
+    let r = c
+        .spec
+        .reference
+        .expect("the reference's outputs travel with the unit");
+    assert_eq!(r.tokens["p0"], (vec![1, 2], vec![3]));
+}
+
+#[test]
+fn expired_lease_is_requeued_and_its_late_result_fenced() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 2);
+    s.submit(row, units, "t").unwrap();
+    let first = s.lease("w1", &[], 0, "t").unwrap().unwrap();
+    // w1 goes silent; the lease runs out and the unit goes to w2.
+    assert_eq!(s.expire(TTL + 1, "t").unwrap(), vec!["s".to_string()]);
+    assert_eq!(s.progress("s").unwrap().queued, 1);
+    let second = s.lease("w2", &[], TTL + 2, "t").unwrap().unwrap();
+    assert_eq!(second.unit_id, first.unit_id);
+    assert_ne!(second.lease_id, first.lease_id);
+    // w1 comes back with its result: refused, and nothing changes.
+    let late = s.complete(
+        &first.unit_id,
+        first.lease_id,
+        &result(2, "late"),
+        TTL + 3,
+        "t",
+    );
+    assert!(matches!(late, Err(SchedError::Fenced(_))), "{late:?}");
+    assert!(matches!(
+        s.renew(&first.unit_id, first.lease_id, TTL + 3),
+        Err(SchedError::Fenced(_))
+    ));
+    assert!(s
+        .complete(
+            &second.unit_id,
+            second.lease_id,
+            &result(2, "ok"),
+            TTL + 4,
+            "t"
+        )
+        .unwrap());
+    let stored = s.results("s").unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].1.contains("\"ok\""));
+    assert_eq!(s.progress("s").unwrap().state, SweepState::Done);
+}
+
+#[test]
+fn a_result_after_the_deadline_is_refused_even_before_expiry_runs() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let l = s.lease("w1", &[], 0, "t").unwrap().unwrap();
+    let r = s.complete(&l.unit_id, l.lease_id, &result(1, "x"), TTL + 1, "t");
+    assert!(matches!(r, Err(SchedError::Fenced(_))), "{r:?}");
+}
+
+#[test]
+fn renewal_keeps_a_lease_alive() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let l = s.lease("w1", &[], 0, "t").unwrap().unwrap();
+    for t in [800, 1600, 2400] {
+        assert_eq!(s.renew(&l.unit_id, l.lease_id, t).unwrap(), t + TTL);
+        assert!(s.expire(t + 1, "t").unwrap().is_empty());
+    }
+    assert!(s
+        .complete(&l.unit_id, l.lease_id, &result(1, "x"), 3000, "t")
+        .unwrap());
+}
+
+#[test]
+fn duplicate_completion_changes_nothing() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let l = s.lease("w1", &[], 0, "t").unwrap().unwrap();
+    assert!(s
+        .complete(&l.unit_id, l.lease_id, &result(1, "first"), 1, "t")
+        .unwrap());
+    assert!(!s
+        .complete(&l.unit_id, l.lease_id, &result(1, "second"), 2, "t")
+        .unwrap());
+    let stored = s.results("s").unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].1.contains("\"first\""));
+    assert_eq!(s.progress("s").unwrap().done, 1);
+}
+
+#[test]
+fn attempts_are_bounded() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let mut now = 0;
+    let l = s.lease("w", &[], now, "t").unwrap().unwrap();
+    s.fail(&l.unit_id, l.lease_id, "out of memory", true, now, "t")
+        .unwrap();
+    now += 1;
+    s.lease("w", &[], now, "t").unwrap().unwrap();
+    now += TTL + 1;
+    s.expire(now, "t").unwrap();
+    let l = s.lease("w", &[], now, "t").unwrap().unwrap();
+    s.fail(
+        &l.unit_id,
+        l.lease_id,
+        "out of memory again",
+        true,
+        now,
+        "t",
+    )
+    .unwrap();
+    let p = s.progress("s").unwrap();
+    assert_eq!((p.state, p.failed), (SweepState::Failed, 1));
+    assert!(p
+        .error
+        .unwrap()
+        .contains("after 3 attempts: out of memory again"));
+    assert!(s.lease("w", &[], now, "t").unwrap().is_none());
+}
+
+#[test]
+fn a_non_retryable_failure_fails_at_once() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let l = s.lease("w", &[], 0, "t").unwrap().unwrap();
+    s.fail(
+        &l.unit_id,
+        l.lease_id,
+        "model outside the root",
+        false,
+        0,
+        "t",
+    )
+    .unwrap();
+    assert_eq!(s.progress("s").unwrap().state, SweepState::Failed);
+}
+
+#[test]
+fn cancel_stops_leasing_and_refuses_results() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 2, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let l = s.lease("w", &[], 0, "t").unwrap().unwrap();
+    assert_eq!(s.cancel("s", "t").unwrap().state, SweepState::Cancelled);
+    let r = s.complete(&l.unit_id, l.lease_id, &result(1, "x"), 1, "t");
+    assert!(matches!(r, Err(SchedError::Fenced(_))), "{r:?}");
+    assert!(s.lease("w", &[], 1, "t").unwrap().is_none());
+}
+
+#[test]
+fn placement_prefers_workers_holding_the_model() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("a", 1, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let (row, mut units) = sweep("b", 1, 1, 1);
+    for u in &mut units {
+        u.model = "/other".into();
+    }
+    s.submit(row, units, "t").unwrap();
+    let l = s
+        .lease("w", &["/other".to_string()], 0, "t")
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.spec.sweep_id, "b");
+    let l = s
+        .lease("w", &["/other".to_string()], 0, "t")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        l.spec.sweep_id, "a",
+        "other models when nothing of the held one is left"
+    );
+}
+
+#[test]
+fn a_restart_from_the_store_resumes_mid_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("state.db");
+    let (done_unit, held);
+    {
+        let mut s = open(&db);
+        let (row, units) = sweep("s", 2, 2, 2);
+        s.submit(row, units, "t").unwrap();
+        let a = s.lease("w1", &[], 0, "t").unwrap().unwrap();
+        held = s.lease("w2", &[], 0, "t").unwrap().unwrap();
+        assert!(s
+            .complete(&a.unit_id, a.lease_id, &result(2, "a"), 5, "t")
+            .unwrap());
+        done_unit = a.unit_id;
+        // The coordinator dies here.
+    }
+    let mut s = open(&db);
+    let p = s.progress("s").unwrap();
+    assert_eq!(
+        (p.state, p.done, p.leased, p.queued),
+        (SweepState::Running, 1, 1, 2)
+    );
+    // A completed unit stays completed; a held lease stays valid until its deadline and
+    // lease ids never repeat.
+    assert!(!s
+        .complete(&done_unit, 1, &result(2, "dup"), 6, "t")
+        .unwrap());
+    assert!(s
+        .complete(&held.unit_id, held.lease_id, &result(2, "b"), 6, "t")
+        .unwrap());
+    let mut now = 10;
+    let mut seen = vec![held.lease_id];
+    while let Some(l) = s.lease("w3", &[], now, "t").unwrap() {
+        assert!(!seen.contains(&l.lease_id));
+        seen.push(l.lease_id);
+        assert!(s
+            .complete(&l.unit_id, l.lease_id, &result(2, "v"), now + 1, "t")
+            .unwrap());
+        now += 2;
+    }
+    let p = s.progress("s").unwrap();
+    assert_eq!((p.state, p.done), (SweepState::Done, 4));
+    drop(s);
+    assert_eq!(open(&db).progress("s").unwrap().state, SweepState::Done);
+}
+
+#[test]
+fn simulated_fleet_with_crashing_workers_finishes_every_unit_once() {
+    // 5 workers, 40 units; every 7th lease is abandoned (the worker dies). The clock only
+    // moves forward; every unit ends with exactly one stored result.
+    let mut s = Scheduler::open(
+        SqliteStore::in_memory().unwrap(),
+        SchedConfig {
+            lease_ttl_ms: TTL,
+            max_attempts: 10,
+        },
+    )
+    .unwrap();
+    let (row, units) = sweep("s", 5, 8, 1);
+    s.submit(row, units, "t").unwrap();
+    let mut now = 0;
+    let mut n = 0u64;
+    while !s.progress("s").unwrap().state.is_final() {
+        now += 100;
+        for w in 0..5 {
+            if let Some(l) = s.lease(&format!("w{w}"), &[], now, "t").unwrap() {
+                n += 1;
+                if !n.is_multiple_of(7) {
+                    s.complete(&l.unit_id, l.lease_id, &result(1, "r"), now + 50, "t")
+                        .unwrap();
+                }
+            }
+        }
+        assert!(now < 1_000_000, "the sweep finishes");
+    }
+    let p = s.progress("s").unwrap();
+    assert_eq!((p.state, p.done), (SweepState::Done, 40));
+    assert_eq!(s.results("s").unwrap().len(), 40);
+}
