@@ -252,7 +252,14 @@ impl Evaluator {
                             false,
                         )?);
                         let split = ctx_ids.len().min(whole.len().saturating_sub(1));
-                        reqs.push((whole[..split].to_vec(), whole[split..].to_vec()));
+                        // Like lm-eval, keep the last `max_length` tokens of context and
+                        // continuation when they do not fit: the context loses its oldest tokens.
+                        let max_len = self.checkpoint.config.max_position_embeddings;
+                        let drop = whole
+                            .len()
+                            .saturating_sub(max_len)
+                            .min(split.saturating_sub(1));
+                        reqs.push((whole[drop..split].to_vec(), whole[split..].to_vec()));
                     }
                     let lls = loglikelihood(model, &reqs, budget)?;
                     Ok(Some((
