@@ -220,3 +220,14 @@ fn validate_reports_every_problem_and_exits_2() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn bundled_example_specs_validate() {
+    for spec in ["examples/quickstart.toml"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+            .args(["validate", root().join(spec).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{spec}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
