@@ -31,6 +31,20 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Devices, CUDA, versions.
     Doctor,
+    /// Serves sweeps to workers over gRPC, with state in SQLite.
+    Coordinator(CoordinatorArgs),
+    /// Pulls work units from a coordinator and runs them.
+    Worker(WorkerArgs),
+    /// Submits a sweep spec to a coordinator; prints the sweep id.
+    Submit(SubmitArgs),
+    /// Progress of a submitted sweep.
+    Status(IdArgs),
+    /// Progress of a submitted sweep as it changes, until it finishes.
+    Watch(IdArgs),
+    /// Cancels a submitted sweep.
+    Cancel(IdArgs),
+    /// Writes the reports of a finished sweep.
+    Report(ReportArgs),
     /// Fixture checkpoints.
     Fixture {
         /// What to do with the fixtures.
@@ -135,4 +149,98 @@ pub struct DiffArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `compsafe coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7070 (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: String,
+    /// SQLite database holding the sweeps (created if missing; reopened to resume).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// File holding the bearer token (default: COMPSAFE_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Refuse specs whose model paths resolve outside this directory.
+    #[arg(long)]
+    pub model_root: Option<PathBuf>,
+    /// Lease duration without renewal, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub lease_ttl_ms: u64,
+    /// Leases a unit may have before it fails for good.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Prompts per variant unit (0: a whole suite per unit).
+    #[arg(long, default_value_t = 0)]
+    pub prompts_per_unit: usize,
+}
+
+/// Arguments of `compsafe worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Coordinator URL, e.g. http://10.0.0.5:7070.
+    #[arg(long)]
+    pub coordinator: String,
+    /// Device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// File holding the bearer token (default: COMPSAFE_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Refuse units whose model paths resolve outside this directory.
+    #[arg(long)]
+    pub model_root: Option<PathBuf>,
+}
+
+/// How a client reaches the coordinator.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Coordinator URL, e.g. http://10.0.0.5:7070.
+    #[arg(
+        long,
+        env = "COMPSAFE_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub coordinator: String,
+    /// File holding the bearer token (default: COMPSAFE_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Arguments of `compsafe submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The sweep spec (TOML).
+    pub spec: PathBuf,
+    /// The coordinator.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `compsafe status`, `watch` and `cancel`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The sweep id printed by `compsafe submit`.
+    pub id: String,
+    /// The coordinator.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `compsafe report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The sweep id printed by `compsafe submit`.
+    pub id: String,
+    /// The coordinator.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
 }

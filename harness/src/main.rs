@@ -4,6 +4,7 @@
 //! 3 infrastructure failure.
 
 mod cli;
+mod cluster;
 mod diff;
 mod exit;
 mod layers;
@@ -60,6 +61,13 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Layers(args) => layers::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Doctor => doctor(),
+        Command::Coordinator(args) => cluster::coordinator_cmd(&args),
+        Command::Worker(args) => cluster::worker_cmd(&args),
+        Command::Submit(args) => cluster::submit_cmd(&args),
+        Command::Status(args) => cluster::status_cmd(&args),
+        Command::Watch(args) => cluster::watch_cmd(&args),
+        Command::Cancel(args) => cluster::cancel_cmd(&args),
+        Command::Report(args) => cluster::report_cmd(&args),
         Command::Fixture {
             command: FixtureCommand::Train(args),
         } => {

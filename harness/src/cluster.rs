@@ -1,0 +1,250 @@
+//! `compsafe coordinator`, `worker`, `submit`, `status`, `watch`, `cancel` and `report`:
+//! a sweep on a cluster.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use compsafe_core::report::Record;
+use compsafe_core::Report;
+use compsafe_proto::pb::{CancelRequest, GetRequest, SubmitRequest, SweepStatus};
+use compsafe_proto::{connect, sweeps_client, BearerToken, PROTOCOL_VERSION};
+
+use crate::cli::{ClientArgs, CoordinatorArgs, IdArgs, ReportArgs, SubmitArgs, WorkerArgs};
+use crate::exit::{Failure, Outcome};
+
+fn infra(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 3,
+        message: message.into(),
+    }
+}
+
+/// The token from `--token-file`, else `COMPSAFE_TOKEN`.
+fn token(file: Option<&Path>) -> Result<String, Failure> {
+    let t = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| Failure::input(format!("{}: cannot read token file: {e}", f.display())))?,
+        None => std::env::var("COMPSAFE_TOKEN").map_err(|_| {
+            Failure::input("no token: pass --token-file FILE or set COMPSAFE_TOKEN")
+        })?,
+    };
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(Failure::input("the token is empty"));
+    }
+    Ok(t)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| infra(format!("cannot start the async runtime: {e}")))
+}
+
+fn status_error(s: tonic::Status) -> Failure {
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
+            Failure::input(s.message().to_string())
+        }
+        tonic::Code::Unauthenticated => Failure::input(format!(
+            "the coordinator refused the token: {}",
+            s.message()
+        )),
+        _ => infra(format!("coordinator: {}", s.message())),
+    }
+}
+
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub fn coordinator_cmd(args: &CoordinatorArgs) -> Result<Outcome, Failure> {
+    let token = token(args.token_file.as_deref())?;
+    let mut cfg = compsafe_coordinator::Config::with_token(token);
+    cfg.model_root = args.model_root.clone();
+    cfg.sched.lease_ttl_ms = args.lease_ttl_ms;
+    cfg.sched.max_attempts = args.max_attempts;
+    cfg.prompts_per_unit = args.prompts_per_unit;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| Failure::input(format!("--listen {}: {e}", args.listen)))?;
+        let addr = listener.local_addr().map_err(|e| infra(e.to_string()))?;
+        eprintln!(
+            "coordinator listening on {addr}, state in {}",
+            args.db.display()
+        );
+        compsafe_coordinator::run(&args.db, cfg, listener, signal())
+            .await
+            .map_err(infra)
+    })?;
+    Ok(Outcome::Ok)
+}
+
+pub fn worker_cmd(args: &WorkerArgs) -> Result<Outcome, Failure> {
+    let token = token(args.token_file.as_deref())?;
+    let device = compsafe_engine::device::parse_device(&args.device)?;
+    let runner = compsafe_worker::Runner::new(device, args.model_root.clone());
+    let cfg = compsafe_worker::PullConfig {
+        coordinator: args.coordinator.clone(),
+        token,
+        device: args.device.clone(),
+        idle_poll: Duration::from_millis(200),
+    };
+    runtime()?.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal().await;
+            let _ = tx.send(true);
+        });
+        compsafe_worker::pull_loop(cfg, runner, rx)
+            .await
+            .map_err(infra)
+    })?;
+    Ok(Outcome::Ok)
+}
+
+async fn client(
+    args: &ClientArgs,
+) -> Result<compsafe_proto::pb::sweeps_client::SweepsClient<compsafe_proto::AuthChannel>, Failure> {
+    let token = BearerToken::new(&token(args.token_file.as_deref())?).map_err(Failure::input)?;
+    Ok(sweeps_client(
+        connect(&args.coordinator, &token).await.map_err(infra)?,
+    ))
+}
+
+pub fn submit_cmd(args: &SubmitArgs) -> Result<Outcome, Failure> {
+    // Checked here first so that errors name the user's files; the coordinator checks again.
+    compsafe_core::spec::validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
+    let path: PathBuf = args
+        .spec
+        .canonicalize()
+        .map_err(|e| Failure::input(format!("{}: {e}", args.spec.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+    let resp = runtime()?.block_on(async {
+        let mut c = client(&args.client).await?;
+        c.submit(SubmitRequest {
+            protocol: PROTOCOL_VERSION,
+            spec_text: text,
+            spec_path: path.display().to_string(),
+        })
+        .await
+        .map_err(status_error)
+    })?;
+    println!("{}", resp.into_inner().sweep_id);
+    Ok(Outcome::Ok)
+}
+
+fn print_status(s: &SweepStatus, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"sweep": s.sweep_id, "name": s.name, "state": s.state, "queued": s.queued,
+                "leased": s.leased, "done": s.done, "failed": s.failed, "total": s.total, "error": s.error})
+        );
+    } else {
+        let mut line = format!(
+            "{} ({}): {} — {}/{} done, {} running, {} queued, {} failed",
+            s.sweep_id, s.name, s.state, s.done, s.total, s.leased, s.queued, s.failed
+        );
+        if !s.error.is_empty() {
+            line.push_str(&format!(" — {}", s.error));
+        }
+        println!("{line}");
+    }
+}
+
+pub fn status_cmd(args: &IdArgs) -> Result<Outcome, Failure> {
+    let s = runtime()?.block_on(async {
+        let mut c = client(&args.client).await?;
+        c.get(GetRequest {
+            protocol: PROTOCOL_VERSION,
+            sweep_id: args.id.clone(),
+        })
+        .await
+        .map_err(status_error)
+    })?;
+    print_status(&s.into_inner(), args.json);
+    Ok(Outcome::Ok)
+}
+
+pub fn watch_cmd(args: &IdArgs) -> Result<Outcome, Failure> {
+    let json = args.json || !std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let last = runtime()?.block_on(async {
+        let mut c = client(&args.client).await?;
+        let mut stream = c
+            .watch(GetRequest {
+                protocol: PROTOCOL_VERSION,
+                sweep_id: args.id.clone(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let mut last = None;
+        while let Some(s) = stream.message().await.map_err(status_error)? {
+            print_status(&s, json);
+            last = Some(s);
+        }
+        Ok::<_, Failure>(last)
+    })?;
+    match last {
+        Some(s) if s.state == "done" => Ok(Outcome::Ok),
+        Some(s) => Err(infra(format!(
+            "sweep {} {}: {}",
+            s.sweep_id, s.state, s.error
+        ))),
+        None => Err(infra("the coordinator closed the stream")),
+    }
+}
+
+pub fn cancel_cmd(args: &IdArgs) -> Result<Outcome, Failure> {
+    let s = runtime()?.block_on(async {
+        let mut c = client(&args.client).await?;
+        c.cancel(CancelRequest {
+            protocol: PROTOCOL_VERSION,
+            sweep_id: args.id.clone(),
+        })
+        .await
+        .map_err(status_error)
+    })?;
+    print_status(&s.into_inner(), args.json);
+    Ok(Outcome::Ok)
+}
+
+pub fn report_cmd(args: &ReportArgs) -> Result<Outcome, Failure> {
+    let resp = runtime()?.block_on(async {
+        let mut c = client(&args.client).await?;
+        c.report(GetRequest {
+            protocol: PROTOCOL_VERSION,
+            sweep_id: args.id.clone(),
+        })
+        .await
+        .map_err(status_error)
+    })?;
+    let resp = resp.into_inner();
+    let report: Report = serde_json::from_str(&resp.report_json)
+        .map_err(|e| infra(format!("report from the coordinator: {e}")))?;
+    let records: Vec<Record> = resp
+        .records_json
+        .iter()
+        .map(|r| serde_json::from_str(r))
+        .collect::<Result<_, _>>()
+        .map_err(|e| infra(format!("records from the coordinator: {e}")))?;
+    for p in crate::run::write_outputs(&args.out, &report, &records)? {
+        println!("wrote {}", p.display());
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,277 @@
+//! A sweep on an in-process cluster (coordinator on 127.0.0.1:0, 1 and 3 workers over real
+//! gRPC) gives the same report as `compsafe run`; calls without the right token are refused;
+//! a spec whose model escapes the model root is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use compsafe_coordinator::{Config, Coordinator, SqliteStore};
+use compsafe_proto::pb::{GetRequest, ListRequest, SubmitRequest};
+use compsafe_proto::{connect, sweeps_client, BearerToken, PROTOCOL_VERSION};
+
+const TOKEN: &str = "s3cret-token";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn write_spec(dir: &Path) -> PathBuf {
+    let model = root().join("engine/tests/fixtures/hf/llama-gqa");
+    let spec = dir.join("sweep.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"variants = ["int4:g32", "prune:0.5"]
+[sweep]
+name = "cluster"
+seed = 11
+[model]
+path = "{}"
+[[suites]]
+name = "advbench"
+limit = 8
+[[suites]]
+name = "xstest-safe"
+limit = 8
+[generation]
+max_new_tokens = 12
+[stats]
+bootstrap_resamples = 100
+"#,
+            model.display()
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn without_run_identity(mut v: serde_json::Value) -> serde_json::Value {
+    for k in ["id", "started_at", "finished_at"] {
+        v["sweep"].as_object_mut().unwrap().remove(k);
+    }
+    v
+}
+
+fn read_report(dir: &Path) -> serde_json::Value {
+    for f in [
+        "report.json",
+        "report.md",
+        "report.html",
+        "records.jsonl",
+        "junit.xml",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} written");
+    }
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// Starts a coordinator on port 0; returns its URL and a shutdown switch.
+async fn coordinator(
+    db: &Path,
+    model_root: Option<PathBuf>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut cfg = Config::with_token(TOKEN);
+    cfg.model_root = model_root;
+    let c = Coordinator::start(SqliteStore::open(db).unwrap(), cfg).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(compsafe_coordinator::serve(c, listener, async {
+        let _ = rx.await;
+    }));
+    (url, tx)
+}
+
+/// Runs `spec` on a fresh cluster of `workers` workers and writes its reports into `out`.
+fn cluster_report(spec: &Path, workers: usize, dir: &Path) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, id, stop) = rt.block_on(async {
+        let (url, stop_coord) = coordinator(&dir.join("state.db"), None).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        for _ in 0..workers {
+            let cfg = compsafe_worker::PullConfig {
+                coordinator: url.clone(),
+                token: TOKEN.into(),
+                device: "cpu".into(),
+                idle_poll: Duration::from_millis(50),
+            };
+            let runner = compsafe_worker::Runner::new(candle_core::Device::Cpu, None);
+            tokio::spawn(compsafe_worker::pull_loop(cfg, runner, stop_rx.clone()));
+        }
+        let token = BearerToken::new(TOKEN).unwrap();
+        let mut c = sweeps_client(connect(&url, &token).await.unwrap());
+        let id = c
+            .submit(SubmitRequest {
+                protocol: PROTOCOL_VERSION,
+                spec_text: std::fs::read_to_string(spec).unwrap(),
+                spec_path: spec.display().to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .sweep_id;
+        let mut watch = c
+            .watch(GetRequest {
+                protocol: PROTOCOL_VERSION,
+                sweep_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut last = None;
+        while let Some(s) = watch.message().await.unwrap() {
+            last = Some(s);
+        }
+        let last = last.unwrap();
+        assert_eq!(last.state, "done", "{last:?}");
+        assert_eq!(last.done, last.total);
+        (url, id, (stop_tx, stop_coord))
+    });
+    let out = dir.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "report",
+            &id,
+            "--coordinator",
+            &url,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("COMPSAFE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args(["status", &id, "--coordinator", &url])
+        .env("COMPSAFE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(": done"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let (stop_workers, stop_coord) = stop;
+    let _ = stop_workers.send(true);
+    let _ = stop_coord.send(());
+    rt.shutdown_timeout(Duration::from_secs(5));
+    read_report(&out)
+}
+
+#[test]
+fn cluster_report_equals_local_run_with_1_and_3_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path());
+    let local = tmp.path().join("local");
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            local.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let local = without_run_identity(read_report(&local));
+    for workers in [1, 3] {
+        let dir = tmp.path().join(format!("cluster{workers}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let got = without_run_identity(cluster_report(&spec, workers, &dir));
+        assert_eq!(
+            got, local,
+            "{workers} workers: the cluster report differs from the local one"
+        );
+    }
+}
+
+#[test]
+fn calls_without_the_right_token_are_unauthenticated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (url, _stop) = coordinator(&tmp.path().join("s.db"), None).await;
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut bare = compsafe_proto::pb::sweeps_client::SweepsClient::new(channel);
+        let e = bare
+            .list(ListRequest {
+                protocol: PROTOCOL_VERSION,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let wrong = BearerToken::new("s3cret-tokem").unwrap();
+        let mut c = sweeps_client(connect(&url, &wrong).await.unwrap());
+        let e = c
+            .list(ListRequest {
+                protocol: PROTOCOL_VERSION,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let mut w = compsafe_proto::work_client(connect(&url, &wrong).await.unwrap());
+        let e = w
+            .register(compsafe_proto::pb::RegisterRequest {
+                protocol: PROTOCOL_VERSION,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let right = BearerToken::new(TOKEN).unwrap();
+        let mut c = sweeps_client(connect(&url, &right).await.unwrap());
+        assert!(c
+            .list(ListRequest {
+                protocol: PROTOCOL_VERSION
+            })
+            .await
+            .is_ok());
+        let e = c.list(ListRequest { protocol: 99 }).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    });
+}
+
+#[test]
+fn a_model_outside_the_model_root_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path());
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (url, _stop) = coordinator(&tmp.path().join("s.db"), Some(models)).await;
+        let token = BearerToken::new(TOKEN).unwrap();
+        let mut c = sweeps_client(connect(&url, &token).await.unwrap());
+        let e = c
+            .submit(SubmitRequest {
+                protocol: PROTOCOL_VERSION,
+                spec_text: std::fs::read_to_string(&spec).unwrap(),
+                spec_path: spec.display().to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("model.path") && e.message().contains("outside the model root"),
+            "{}",
+            e.message()
+        );
+    });
+}

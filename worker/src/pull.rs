@@ -1,0 +1,174 @@
+//! The worker's pull loop: register, lease, run (renewing the lease meanwhile), complete or
+//! fail; one unit at a time per device, the loaded model kept across units.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use compsafe_proto::pb::{
+    CompleteRequest, FailRequest, LeaseRequest, RegisterRequest, RenewRequest,
+};
+use compsafe_proto::{connect, work_client, BearerToken, UnitSpec, PROTOCOL_VERSION};
+use tokio::sync::watch;
+
+use crate::unit::{Runner, UnitError};
+
+/// How a worker is run.
+#[derive(Debug, Clone)]
+pub struct PullConfig {
+    /// `http://host:port` of the coordinator.
+    pub coordinator: String,
+    /// Bearer token.
+    pub token: String,
+    /// Device name reported at registration.
+    pub device: String,
+    /// Wait between lease requests when there is no work.
+    pub idle_poll: Duration,
+}
+
+/// Runs units from the coordinator until `shutdown` becomes true; a unit in progress is
+/// finished and delivered first. Connection failures are retried.
+pub async fn pull_loop(
+    cfg: PullConfig,
+    runner: Runner,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let token = BearerToken::new(&cfg.token)?;
+    let runner = Arc::new(Mutex::new(runner));
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        match session(&cfg, &token, &runner, &mut shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("coordinator session ended: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn session(
+    cfg: &PullConfig,
+    token: &BearerToken,
+    runner: &Arc<Mutex<Runner>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut client = work_client(connect(&cfg.coordinator, token).await?);
+    let reg = client
+        .register(RegisterRequest {
+            protocol: PROTOCOL_VERSION,
+            hostname: std::env::var("HOSTNAME").unwrap_or_default(),
+            device: cfg.device.clone(),
+        })
+        .await
+        .map_err(|s| format!("register: {}", s.message()))?
+        .into_inner();
+    let worker_id = reg.worker_id;
+    let renew_every = Duration::from_millis((reg.lease_ttl_ms / 3).max(50));
+    tracing::info!(worker = %worker_id, "registered");
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let loaded = runner
+            .lock()
+            .map_err(|_| "runner poisoned")?
+            .loaded_models();
+        let lease = client
+            .lease(LeaseRequest {
+                protocol: PROTOCOL_VERSION,
+                worker_id: worker_id.clone(),
+                loaded_models: loaded,
+            })
+            .await
+            .map_err(|s| format!("lease: {}", s.message()))?
+            .into_inner();
+        let Some(unit) = lease.unit else {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.idle_poll) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        };
+        let spec: Result<UnitSpec, _> = serde_json::from_str(&unit.unit_json);
+        let outcome = match spec {
+            Err(e) => Err(UnitError {
+                reason: format!("unit {}: malformed description: {e}", unit.unit_id),
+                retryable: false,
+            }),
+            Ok(spec) => {
+                tracing::info!(unit = %unit.unit_id, variant = spec.variant, suite = spec.suite, "running");
+                let r = runner.clone();
+                let job = tokio::task::spawn_blocking(move || {
+                    r.lock()
+                        .map_err(|_| UnitError {
+                            reason: "runner poisoned".into(),
+                            retryable: true,
+                        })?
+                        .run(&spec)
+                });
+                tokio::pin!(job);
+                let mut ticker = tokio::time::interval(renew_every);
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        out = &mut job => break out.unwrap_or_else(|e| Err(UnitError { reason: format!("unit panicked: {e}"), retryable: true })),
+                        _ = ticker.tick() => {
+                            if let Err(s) = client.renew(RenewRequest {
+                                protocol: PROTOCOL_VERSION,
+                                worker_id: worker_id.clone(),
+                                unit_id: unit.unit_id.clone(),
+                                lease_id: unit.lease_id,
+                            }).await {
+                                tracing::warn!(unit = %unit.unit_id, "renew refused: {}", s.message());
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(result) => {
+                let result_json = serde_json::to_string(&result).map_err(|e| e.to_string())?;
+                match client
+                    .complete(CompleteRequest {
+                        protocol: PROTOCOL_VERSION,
+                        worker_id: worker_id.clone(),
+                        unit_id: unit.unit_id.clone(),
+                        lease_id: unit.lease_id,
+                        result_json,
+                    })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                        tracing::warn!(unit = %unit.unit_id, "result refused: {}", s.message());
+                    }
+                    Err(s) => return Err(format!("complete: {}", s.message())),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(unit = %unit.unit_id, retryable = e.retryable, "unit failed: {}", e.reason);
+                match client
+                    .fail(FailRequest {
+                        protocol: PROTOCOL_VERSION,
+                        worker_id: worker_id.clone(),
+                        unit_id: unit.unit_id.clone(),
+                        lease_id: unit.lease_id,
+                        reason: e.reason,
+                        retryable: e.retryable,
+                    })
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {}
+                    Err(s) => return Err(format!("fail: {}", s.message())),
+                }
+            }
+        }
+    }
+}
