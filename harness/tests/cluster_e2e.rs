@@ -275,3 +275,112 @@ fn a_model_outside_the_model_root_is_refused() {
         );
     });
 }
+
+#[test]
+fn a_coordinator_restarted_on_its_database_finishes_the_same_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path());
+    let local = tmp.path().join("local");
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            local.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let local = without_run_identity(read_report(&local));
+
+    let db = tmp.path().join("state.db");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = |listener: tokio::net::TcpListener| {
+        let mut cfg = Config::with_token(TOKEN);
+        cfg.sched.lease_ttl_ms = 1_500;
+        let c = Coordinator::start(SqliteStore::open(&db).unwrap(), cfg).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(compsafe_coordinator::serve(c, listener, async {
+            let _ = rx.await;
+        }));
+        (tx, server)
+    };
+    let (url, id, stop_workers) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let (stop, server) = start(listener);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        for _ in 0..2 {
+            let cfg = compsafe_worker::PullConfig {
+                coordinator: url.clone(),
+                token: TOKEN.into(),
+                device: "cpu".into(),
+                idle_poll: Duration::from_millis(50),
+            };
+            let runner = compsafe_worker::Runner::new(candle_core::Device::Cpu, None);
+            tokio::spawn(compsafe_worker::pull_loop(cfg, runner, stop_rx.clone()));
+        }
+        let token = BearerToken::new(TOKEN).unwrap();
+        let mut c = sweeps_client(connect(&url, &token).await.unwrap());
+        let id = c
+            .submit(SubmitRequest {
+                protocol: PROTOCOL_VERSION,
+                spec_text: std::fs::read_to_string(&spec).unwrap(),
+                spec_path: spec.display().to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .sweep_id;
+        let get = GetRequest {
+            protocol: PROTOCOL_VERSION,
+            sweep_id: id.clone(),
+        };
+        // Stop the coordinator once the first unit is in, mid-sweep.
+        loop {
+            let s = c.get(get.clone()).await.unwrap().into_inner();
+            if s.done >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Restart on the same database and address; the workers reconnect.
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (stop, _server) = start(listener);
+        let mut c = sweeps_client(connect(&url, &token).await.unwrap());
+        loop {
+            let s = c.get(get.clone()).await.unwrap().into_inner();
+            assert!(s.state == "running" || s.state == "done", "{s:?}");
+            if s.state == "done" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::mem::forget(stop);
+        (url, id, stop_tx)
+    });
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "report",
+            &id,
+            "--coordinator",
+            &url,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("COMPSAFE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = stop_workers.send(true);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    assert_eq!(without_run_identity(read_report(&out)), local);
+}
