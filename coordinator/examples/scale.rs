@@ -1,0 +1,134 @@
+//! Scale benchmark (not a test): the coordinator on loopback with many simulated workers whose
+//! runner returns at once. Prints unit completions per second and lease latency percentiles.
+//!
+//! `cargo run --release -p compsafe-coordinator --example scale -- [WORKERS] [UNITS]`
+
+use std::time::{Duration, Instant};
+
+use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
+use compsafe_coordinator::{Config, Coordinator};
+use compsafe_core::report::{Integrity, VariantInfo};
+use compsafe_proto::pb::{CompleteRequest, LeaseRequest, RegisterRequest};
+use compsafe_proto::{connect, work_client, BearerToken, UnitResult, PROTOCOL_VERSION};
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let workers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let n_units: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let tmp = std::env::temp_dir().join(format!("compsafe-scale-{}.db", std::process::id()));
+    let c = Coordinator::start(SqliteStore::open(&tmp).unwrap(), Config::with_token("t")).unwrap();
+    let row = SweepRow {
+        id: "bench".into(),
+        name: "bench".into(),
+        spec_text: String::new(),
+        spec_path: "/bench.toml".into(),
+        state: SweepState::Running,
+        created_ms: 0,
+        started_at: String::new(),
+        finished_at: None,
+        error: None,
+    };
+    // Every unit is a reference unit of its own suite, so none waits for another.
+    let units: Vec<UnitRow> = (0..n_units)
+        .map(|i| UnitRow {
+            sweep_id: "bench".into(),
+            ordinal: i,
+            variant: 0,
+            suite: i,
+            start: 0,
+            end: 0,
+            model: "/m".into(),
+            state: UnitState::Queued,
+            attempts: 0,
+            lease_id: 0,
+            deadline_ms: 0,
+            worker: String::new(),
+            error: String::new(),
+        })
+        .collect();
+    c.handle()
+        .call(move |s, _, t| (s.submit(row, units, t), vec![]))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(compsafe_coordinator::serve(
+        c,
+        listener,
+        std::future::pending(),
+    ));
+    let result = serde_json::to_string(&UnitResult {
+        records: vec![],
+        variant: VariantInfo {
+            name: "fp32".into(),
+            kind: "reference".into(),
+            method: "fp32".into(),
+            bits_per_weight: None,
+            bytes: None,
+            integrity: Integrity::Unpinned,
+            weight_error: None,
+        },
+        model: None,
+        reference: None,
+    })
+    .unwrap();
+    let token = BearerToken::new("t").unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (url, token, result) = (url.clone(), token.clone(), result.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut w = work_client(connect(&url, &token).await.unwrap());
+            let id = w
+                .register(RegisterRequest {
+                    protocol: PROTOCOL_VERSION,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .worker_id;
+            let mut latencies = Vec::new();
+            loop {
+                let t = Instant::now();
+                let l = w
+                    .lease(LeaseRequest {
+                        protocol: PROTOCOL_VERSION,
+                        worker_id: id.clone(),
+                        loaded_models: vec![],
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                latencies.push(t.elapsed());
+                let Some(u) = l.unit else { break };
+                w.complete(CompleteRequest {
+                    protocol: PROTOCOL_VERSION,
+                    worker_id: id.clone(),
+                    unit_id: u.unit_id,
+                    lease_id: u.lease_id,
+                    result_json: result.clone(),
+                })
+                .await
+                .unwrap();
+            }
+            latencies
+        }));
+    }
+    let mut lat: Vec<Duration> = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "{workers} workers, {n_units} units: {:.0} completions/s, lease latency p50 {:?} p99 {:?} ({:.2?} total)",
+        f64::from(n_units) / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        elapsed
+    );
+    let _ = std::fs::remove_file(&tmp);
+}
