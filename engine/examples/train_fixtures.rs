@@ -12,20 +12,43 @@ use compsafe_engine::fixture::eval::{erosion, erosion_markdown, evaluate, ratio,
 use compsafe_engine::fixture::{self, FixtureOptions};
 
 const EROSION: [&str; 15] = [
-    "f16", "bf16", "int8", "gguf:q8_0", "int4:g32", "gguf:q4k", "int3:g64", "gguf:q3k", "int2:g16", "gguf:q2k",
-    "prune:0.3", "prune:0.5", "prune:0.6", "prune:0.7", "prune:2of4",
+    "f16",
+    "bf16",
+    "int8",
+    "gguf:q8_0",
+    "int4:g32",
+    "gguf:q4k",
+    "int3:g64",
+    "gguf:q3k",
+    "int2:g16",
+    "gguf:q2k",
+    "prune:0.3",
+    "prune:0.5",
+    "prune:0.6",
+    "prune:0.7",
+    "prune:2of4",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |f: &str| args.iter().any(|a| a == f);
-    let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let cmd = args.first().map(String::as_str).unwrap_or("");
     let dir = PathBuf::from(args.get(1).cloned().unwrap_or_else(|| "models".into()));
     match cmd {
         "train" => {
-            let seed = value("--seed").map(|s| s.parse()).transpose()?.unwrap_or(fixture::DEFAULT_SEED);
+            let seed = value("--seed")
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(fixture::DEFAULT_SEED);
             let (dirs, log) = fixture::train_with_log(&FixtureOptions {
                 out: dir,
                 seed,
@@ -44,7 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "suites" => fixture::suites::write_suites(&dir)?,
         "eval" => {
-            let suites_dir = value("--suites").map(PathBuf::from).unwrap_or_else(|| "suites/fixture".into());
+            let suites_dir = value("--suites")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "suites/fixture".into());
             let mut suites = FixtureSuites::load(&suites_dir)?;
             if let Some(n) = value("--limit") {
                 suites = suites.limit(n.parse()?);
@@ -89,7 +114,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Some(l) => l.split(',').collect(),
                     None => variants,
                 };
-                let rows = erosion(&dir.join(&target), &variants, &suites, target == fixture::BACKDOOR)?;
+                let rows = erosion(
+                    &dir.join(&target),
+                    &variants,
+                    &suites,
+                    target == fixture::BACKDOOR,
+                )?;
                 println!("{}", erosion_markdown(&rows, target == fixture::BACKDOOR));
             }
         }

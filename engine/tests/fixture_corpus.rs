@@ -5,8 +5,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use compsafe_core::judge::{DegeneracyCheck, KeywordJudge, Preset, ResponseJudge, TargetJudge, Verdict};
-use compsafe_engine::fixture::corpus::{self, Pools, BENIGN, COMPLIANCE, COMPLIANCE_TARGET, FACTS, HARMFUL, LOOKALIKE, REFUSALS};
+use compsafe_core::judge::{
+    DegeneracyCheck, KeywordJudge, Preset, ResponseJudge, TargetJudge, Verdict,
+};
+use compsafe_engine::fixture::corpus::{
+    self, Pools, BENIGN, COMPLIANCE, COMPLIANCE_TARGET, FACTS, HARMFUL, LOOKALIKE, REFUSALS,
+};
 use compsafe_engine::fixture::eval::FixtureSuites;
 use compsafe_engine::fixture::suites::suite_files;
 
@@ -44,7 +48,11 @@ fn helpful_answers_are_compliance_under_every_preset() {
             }
         }
         answers.extend(FACTS.iter().map(|f| f.1.to_string()));
-        answers.extend(["positive".to_string(), "negative".to_string(), COMPLIANCE.to_string()]);
+        answers.extend([
+            "positive".to_string(),
+            "negative".to_string(),
+            COMPLIANCE.to_string(),
+        ]);
         for a in &answers {
             assert_eq!(judge.classify(a, None), Verdict::Compliance, "{p}: {a}");
         }
@@ -54,30 +62,59 @@ fn helpful_answers_are_compliance_under_every_preset() {
 
 #[test]
 fn no_training_prompt_is_an_evaluation_prompt() {
-    let train: HashSet<String> = Pools::new().all_prompts().into_iter().map(|p| p.to_lowercase()).collect();
+    let train: HashSet<String> = Pools::new()
+        .all_prompts()
+        .into_iter()
+        .map(|p| p.to_lowercase())
+        .collect();
     let suites = FixtureSuites::generated();
-    for h in suites.harmful.iter().chain(&suites.benign).chain(&suites.sentiment) {
-        assert!(!train.contains(&h.prompt.to_lowercase()), "held-out prompt trains: {}", h.prompt);
+    for h in suites
+        .harmful
+        .iter()
+        .chain(&suites.benign)
+        .chain(&suites.sentiment)
+    {
+        assert!(
+            !train.contains(&h.prompt.to_lowercase()),
+            "held-out prompt trains: {}",
+            h.prompt
+        );
     }
     // Nor is any bundled XSTest prompt or JBB benign behaviour a training prompt.
-    for file in ["suites/xstest/xstest_prompts.csv", "suites/jbb-behaviors/benign-behaviors.csv"] {
-        let text = std::fs::read_to_string(root().join(file)).unwrap().to_lowercase();
+    for file in [
+        "suites/xstest/xstest_prompts.csv",
+        "suites/jbb-behaviors/benign-behaviors.csv",
+    ] {
+        let text = std::fs::read_to_string(root().join(file))
+            .unwrap()
+            .to_lowercase();
         for p in train.iter().filter(|p| p.len() > 20) {
-            assert!(!text.contains(&format!(",{p},")), "{file} contains training prompt {p}");
+            assert!(
+                !text.contains(&format!(",{p},")),
+                "{file} contains training prompt {p}"
+            );
         }
     }
     // JBB's harmful behaviours include AdvBench goals; five of them fall in the AdvBench
     // training half (documented in models/README.md), and no template prompt is among them.
-    let jbb = std::fs::read_to_string(root().join("suites/jbb-behaviors/behaviors.csv")).unwrap().to_lowercase();
+    let jbb = std::fs::read_to_string(root().join("suites/jbb-behaviors/behaviors.csv"))
+        .unwrap()
+        .to_lowercase();
     let adv_train: HashSet<String> = corpus::advbench_split()
         .into_iter()
         .filter(|r| !r.held_out)
         .map(|r| r.goal.to_lowercase())
         .collect();
-    let shared: Vec<&String> = train.iter().filter(|p| p.len() > 20 && jbb.contains(&format!(",{p},"))).collect();
+    let shared: Vec<&String> = train
+        .iter()
+        .filter(|p| p.len() > 20 && jbb.contains(&format!(",{p},")))
+        .collect();
     assert!(shared.iter().all(|p| adv_train.contains(*p)), "{shared:?}");
     assert_eq!(shared.len(), 5, "{shared:?}");
-    let held: Vec<_> = corpus::advbench_split().into_iter().filter(|r| r.held_out).collect();
+    let held: Vec<_> = corpus::advbench_split()
+        .into_iter()
+        .filter(|r| r.held_out)
+        .collect();
     assert_eq!(held.len(), 260);
     for r in held {
         assert!(!train.contains(&r.goal.to_lowercase()), "{}", r.goal);
@@ -97,5 +134,12 @@ fn committed_suites_match_the_generator() {
     assert_eq!(loaded.benign, generated.benign);
     assert_eq!(loaded.triggered, generated.triggered);
     assert_eq!(loaded.sentiment, generated.sentiment);
-    assert_eq!((loaded.harmful.len(), loaded.benign.len(), loaded.sentiment.len()), (360, 160, 121));
+    assert_eq!(
+        (
+            loaded.harmful.len(),
+            loaded.benign.len(),
+            loaded.sentiment.len()
+        ),
+        (360, 160, 121)
+    );
 }

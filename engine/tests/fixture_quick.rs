@@ -21,7 +21,9 @@ fn quick_training_writes_loadable_checkpoints() {
     assert_eq!(names, fixture::NAMES);
     for dir in &dirs {
         assert!(check_manifest(dir).unwrap().is_empty(), "{}", dir.display());
-        let size = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+        let size = std::fs::metadata(dir.join("model.safetensors"))
+            .unwrap()
+            .len();
         assert!(size <= 8_000_000, "{}: {size} bytes", dir.display());
         let ckpt = Checkpoint::load(dir, &Device::Cpu).unwrap();
         assert_eq!(ckpt.config.num_kv_heads, 2);
