@@ -95,6 +95,8 @@ pub struct Lease {
 struct SweepEntry {
     row: SweepRow,
     units: Vec<UnitRow>,
+    /// Every unit before this index is not queued (where the lease scan starts).
+    cursor: usize,
 }
 
 /// The scheduler's state, written through to a [`Store`].
@@ -135,6 +137,7 @@ impl<S: Store> Scheduler<S> {
                 SweepEntry {
                     row,
                     units: Vec::new(),
+                    cursor: 0,
                 },
             );
         }
@@ -183,7 +186,14 @@ impl<S: Store> Scheduler<S> {
         self.store.create_sweep(&row, &units)?;
         let id = row.id.clone();
         self.order.push(id.clone());
-        self.sweeps.insert(id.clone(), SweepEntry { row, units });
+        self.sweeps.insert(
+            id.clone(),
+            SweepEntry {
+                row,
+                units,
+                cursor: 0,
+            },
+        );
         self.progress(&id)
     }
 
@@ -262,8 +272,9 @@ impl<S: Store> Scheduler<S> {
             }
             let mut touched = false;
             let mut failure = None;
-            for u in s.units.iter_mut() {
+            for (i, u) in s.units.iter_mut().enumerate() {
                 if u.state == UnitState::Leased && u.deadline_ms < now {
+                    s.cursor = s.cursor.min(i);
                     touched = true;
                     u.error = format!("lease {} held by {} expired", u.lease_id, u.worker);
                     if u.attempts >= max {
@@ -347,7 +358,7 @@ impl<S: Store> Scheduler<S> {
                 if s.row.state != SweepState::Running {
                     continue;
                 }
-                for (i, u) in s.units.iter().enumerate() {
+                for (i, u) in s.units.iter().enumerate().skip(s.cursor) {
                     if u.state != UnitState::Queued
                         || (prefer_loaded && !loaded.contains(u.model.as_str()))
                     {
@@ -383,6 +394,10 @@ impl<S: Store> Scheduler<S> {
         u.deadline_ms = now + self.cfg.lease_ttl_ms;
         u.worker = worker.to_string();
         self.store.save_unit(u)?;
+        while s.cursor < s.units.len() && s.units[s.cursor].state != UnitState::Queued {
+            s.cursor += 1;
+        }
+        let u = &s.units[i];
         Ok(Some(Lease {
             unit_id: u.id(),
             lease_id,
@@ -503,6 +518,10 @@ impl<S: Store> Scheduler<S> {
         if retryable && u.attempts < max {
             u.state = UnitState::Queued;
             self.store.save_unit(u)?;
+            let (sid, ord) = (u.sweep_id.clone(), u.ordinal as usize);
+            if let Some(s) = self.sweeps.get_mut(&sid) {
+                s.cursor = s.cursor.min(ord);
+            }
         } else {
             u.state = UnitState::Failed;
             self.store.save_unit(u)?;
