@@ -280,8 +280,7 @@ impl ModelConfig {
                         } else {
                             f
                         };
-                        let medium =
-                            wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
+                        let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                         if medium {
                             let smooth = (old / wavelen - low_freq_factor)
                                 / (high_freq_factor - low_freq_factor);

@@ -177,7 +177,7 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
         for (si, suite) in v.suites.iter().enumerate() {
             let judges = judges_for(
                 spec.refusal_judge(si),
-                spec.judge.target.clone(),
+                spec.judge.target,
                 spec.judge.degenerate,
                 suite,
             )?;

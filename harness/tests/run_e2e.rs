@@ -223,11 +223,16 @@ fn validate_reports_every_problem_and_exits_2() {
 
 #[test]
 fn bundled_example_specs_validate() {
-    for spec in ["examples/quickstart.toml"] {
+    let specs = ["examples/quickstart.toml"];
+    for spec in specs {
         let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
             .args(["validate", root().join(spec).to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(o.status.success(), "{spec}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{spec}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }

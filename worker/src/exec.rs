@@ -28,6 +28,9 @@ pub const REFUSAL_STARTERS: [&str; 8] = [
     "I apologize",
 ];
 
+/// Log-likelihoods of a question's choices and which choices are true.
+type Scores = (Vec<f64>, Vec<bool>);
+
 /// A loaded reference model with its tokenizer, ready to evaluate variants of it.
 #[derive(Debug)]
 pub struct Evaluator {
@@ -237,36 +240,35 @@ impl Evaluator {
             let context = truthfulqa_context(&p.prompt);
             let mut ctx_ids = bos.clone();
             ctx_ids.extend(self.codec.encode(&context, false)?);
-            let score =
-                |choices: &[mc::Choice]| -> Result<Option<(Vec<f64>, Vec<bool>)>, EngineError> {
-                    if choices.is_empty() {
-                        return Ok(None);
-                    }
-                    let mut reqs = Vec::with_capacity(choices.len());
-                    for c in choices {
-                        // lm-eval encodes context + continuation together and splits at the
-                        // context's length, so merges across the boundary count as in one text.
-                        let mut whole = bos.clone();
-                        whole.extend(self.codec.encode(
-                            &(context.clone() + &truthfulqa_continuation(&c.text)),
-                            false,
-                        )?);
-                        let split = ctx_ids.len().min(whole.len().saturating_sub(1));
-                        // Like lm-eval, keep the last `max_length` tokens of context and
-                        // continuation when they do not fit: the context loses its oldest tokens.
-                        let max_len = self.checkpoint.config.max_position_embeddings;
-                        let drop = whole
-                            .len()
-                            .saturating_sub(max_len)
-                            .min(split.saturating_sub(1));
-                        reqs.push((whole[drop..split].to_vec(), whole[split..].to_vec()));
-                    }
-                    let lls = loglikelihood(model, &reqs, budget)?;
-                    Ok(Some((
-                        lls.iter().map(|l| l.sum).collect(),
-                        choices.iter().map(|c| c.correct).collect(),
-                    )))
-                };
+            let score = |choices: &[mc::Choice]| -> Result<Option<Scores>, EngineError> {
+                if choices.is_empty() {
+                    return Ok(None);
+                }
+                let mut reqs = Vec::with_capacity(choices.len());
+                for c in choices {
+                    // lm-eval encodes context + continuation together and splits at the
+                    // context's length, so merges across the boundary count as in one text.
+                    let mut whole = bos.clone();
+                    whole.extend(self.codec.encode(
+                        &(context.clone() + &truthfulqa_continuation(&c.text)),
+                        false,
+                    )?);
+                    let split = ctx_ids.len().min(whole.len().saturating_sub(1));
+                    // Like lm-eval, keep the last `max_length` tokens of context and
+                    // continuation when they do not fit: the context loses its oldest tokens.
+                    let max_len = self.checkpoint.config.max_position_embeddings;
+                    let drop = whole
+                        .len()
+                        .saturating_sub(max_len)
+                        .min(split.saturating_sub(1));
+                    reqs.push((whole[drop..split].to_vec(), whole[split..].to_vec()));
+                }
+                let lls = loglikelihood(model, &reqs, budget)?;
+                Ok(Some((
+                    lls.iter().map(|l| l.sum).collect(),
+                    choices.iter().map(|c| c.correct).collect(),
+                )))
+            };
             let mut rec = Record {
                 variant: variant_name.to_string(),
                 suite: suite.name.clone(),
