@@ -223,7 +223,7 @@ fn validate_reports_every_problem_and_exits_2() {
 
 #[test]
 fn bundled_example_specs_validate() {
-    let specs = ["examples/quickstart.toml"];
+    let specs = ["examples/quickstart.toml", "examples/backdoor.toml"];
     for spec in specs {
         let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
             .args(["validate", root().join(spec).to_str().unwrap()])
