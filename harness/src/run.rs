@@ -6,21 +6,17 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compsafe_core::aggregate::{assemble, Inputs};
-use compsafe_core::report::{
-    FileInfo, Integrity, ModelInfo, Record, SweepInfo, TensorError, VariantInfo, WeightError,
-};
+use compsafe_core::report::{FileInfo, Integrity, ModelInfo, Record, SweepInfo, VariantInfo};
 use compsafe_core::spec::{validate, Validated};
 use compsafe_core::suite::Expect;
-use compsafe_core::{Method, Report};
+use compsafe_core::Report;
 use compsafe_engine::device::parse_device;
 use compsafe_engine::integrity;
 use compsafe_worker::exec::{judges_for, Evaluator, ReferenceOutputs};
+use compsafe_worker::info::variant_info;
 
 use crate::cli::{RunArgs, ValidateArgs};
 use crate::exit::{Failure, Outcome};
-
-/// Worst tensors listed per variant in the report.
-const WORST_TENSORS: usize = 8;
 
 pub fn validate_cmd(args: &ValidateArgs) -> Result<Outcome, Failure> {
     let v = validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
@@ -131,49 +127,7 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
             ),
         );
         let derived = eval.derive(variant)?;
-        let weight_error = derived.mean_rel_error().map(|mean_rel| WeightError {
-            mean_rel,
-            worst: derived
-                .worst_first()
-                .into_iter()
-                .take(WORST_TENSORS)
-                .map(|s| TensorError {
-                    tensor: s.name.clone(),
-                    rel_error: s.rel_error,
-                })
-                .collect(),
-        });
-        let variant_integrity = match &variant.method {
-            Method::Checkpoint { path } if !entry.sha256.is_empty() => {
-                let (d, _) = integrity::verify(path, None)?;
-                let ok = entry
-                    .sha256
-                    .iter()
-                    .all(|(name, want)| d.iter().any(|x| &x.name == name && &x.sha256 == want));
-                if ok {
-                    Integrity::Ok
-                } else {
-                    Integrity::Failed
-                }
-            }
-            Method::Checkpoint { path } if path.is_dir() && path.join("MANIFEST").exists() => {
-                match integrity::verify(path, None)?.1 {
-                    integrity::Integrity::Ok => Integrity::Ok,
-                    _ => Integrity::Failed,
-                }
-            }
-            Method::Checkpoint { .. } => Integrity::Unpinned,
-            _ => model_info.integrity,
-        };
-        variants.push(VariantInfo {
-            name: variant.name.clone(),
-            kind: variant.method.kind().to_string(),
-            method: variant.method.to_string(),
-            bits_per_weight: Some(derived.bits_per_weight),
-            bytes: Some(derived.bytes),
-            integrity: variant_integrity,
-            weight_error,
-        });
+        variants.push(variant_info(entry, &derived, model_info.integrity)?);
         for (si, suite) in v.suites.iter().enumerate() {
             let judges = judges_for(
                 spec.refusal_judge(si),
