@@ -64,13 +64,15 @@ impl<S: Store> Handle<S> {
                         },
                         _ = ticker.tick() => {
                             let now = now_ms();
-                            match sched.expire(now, &rfc3339(now)) {
+                            let changed = match sched.expire(now, &rfc3339(now)) {
                                 Ok(c) => c,
                                 Err(e) => {
                                     tracing::error!("expiring leases: {e}");
                                     Vec::new()
                                 }
-                            }
+                            };
+                            crate::telemetry::record(&mut sched, now);
+                            changed
                         }
                     };
                     for id in changed {

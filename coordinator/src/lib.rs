@@ -6,6 +6,7 @@ pub mod plan;
 pub mod sched;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 pub use sched::{SchedConfig, SchedError, Scheduler};
 pub use service::{run, serve, Config, Coordinator};

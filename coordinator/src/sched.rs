@@ -8,6 +8,9 @@ use compsafe_proto::{ReferenceWire, UnitResult, UnitSpec};
 
 use crate::store::{Store, StoreError, SweepRow, SweepState, UnitRow, UnitState};
 
+/// How the error of a sweep failed by a non-retryable unit failure (bad input) begins.
+pub const INPUT_ERROR: &str = "input error";
+
 /// Tunables of the scheduler.
 #[derive(Debug, Clone, Copy)]
 pub struct SchedConfig {
@@ -97,6 +100,59 @@ struct SweepEntry {
     units: Vec<UnitRow>,
     /// Every unit before this index is not queued (where the lease scan starts).
     cursor: usize,
+    /// Units per [`UnitState`] (queued, leased, done, failed).
+    counts: [u32; 4],
+    /// Reference units without a result, per suite index.
+    reference_pending: BTreeMap<u32, u32>,
+}
+
+fn slot(state: UnitState) -> usize {
+    match state {
+        UnitState::Queued => 0,
+        UnitState::Leased => 1,
+        UnitState::Done => 2,
+        UnitState::Failed => 3,
+    }
+}
+
+impl SweepEntry {
+    fn new(row: SweepRow, units: Vec<UnitRow>) -> SweepEntry {
+        let mut counts = [0; 4];
+        let mut reference_pending = BTreeMap::new();
+        for u in &units {
+            counts[slot(u.state)] += 1;
+            if u.variant == 0 && u.state != UnitState::Done {
+                *reference_pending.entry(u.suite).or_insert(0) += 1;
+            }
+        }
+        SweepEntry {
+            row,
+            units,
+            cursor: 0,
+            counts,
+            reference_pending,
+        }
+    }
+
+    /// Moves unit `i` to `state`, keeping the counts.
+    fn set_state(&mut self, i: usize, state: UnitState) {
+        let u = &mut self.units[i];
+        if u.state == state {
+            return;
+        }
+        self.counts[slot(u.state)] -= 1;
+        self.counts[slot(state)] += 1;
+        if u.variant == 0 && state == UnitState::Done {
+            if let Some(n) = self.reference_pending.get_mut(&u.suite) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        u.state = state;
+    }
+
+    fn reference_done(&self, suite: u32) -> bool {
+        self.reference_pending.get(&suite).copied().unwrap_or(0) == 0
+    }
 }
 
 /// The scheduler's state, written through to a [`Store`].
@@ -108,6 +164,10 @@ pub struct Scheduler<S: Store> {
     order: Vec<String>,
     next_lease: u64,
     next_worker: u64,
+    /// No lease of a running sweep ends before this (a lower bound; `u64::MAX`: none).
+    earliest_deadline: u64,
+    /// Last call of each worker (unix milliseconds).
+    seen: std::collections::HashMap<String, u64>,
 }
 
 impl<S: Store> std::fmt::Debug for Scheduler<S> {
@@ -128,28 +188,19 @@ impl<S: Store> Scheduler<S> {
     /// Restores the scheduler from what `store` holds (empty for a new store).
     pub fn open(store: S, cfg: SchedConfig) -> Result<Scheduler<S>, SchedError> {
         let (rows, units) = store.load()?;
+        let mut by_sweep: BTreeMap<String, Vec<UnitRow>> = BTreeMap::new();
+        let mut next_lease = 1;
+        for u in units {
+            next_lease = next_lease.max(u.lease_id + 1);
+            by_sweep.entry(u.sweep_id.clone()).or_default().push(u);
+        }
         let mut sweeps = BTreeMap::new();
         let mut order = Vec::new();
         for row in rows {
             order.push(row.id.clone());
-            sweeps.insert(
-                row.id.clone(),
-                SweepEntry {
-                    row,
-                    units: Vec::new(),
-                    cursor: 0,
-                },
-            );
-        }
-        let mut next_lease = 1;
-        for u in units {
-            next_lease = next_lease.max(u.lease_id + 1);
-            if let Some(s) = sweeps.get_mut(&u.sweep_id) {
-                s.units.push(u);
-            }
-        }
-        for s in sweeps.values_mut() {
-            s.units.sort_by_key(|u| u.ordinal);
+            let mut units = by_sweep.remove(&row.id).unwrap_or_default();
+            units.sort_by_key(|u| u.ordinal);
+            sweeps.insert(row.id.clone(), SweepEntry::new(row, units));
         }
         Ok(Scheduler {
             store,
@@ -158,6 +209,9 @@ impl<S: Store> Scheduler<S> {
             order,
             next_lease,
             next_worker: 1,
+            // Leases held when the store was written may have ended meanwhile.
+            earliest_deadline: 0,
+            seen: std::collections::HashMap::new(),
         })
     }
 
@@ -186,14 +240,7 @@ impl<S: Store> Scheduler<S> {
         self.store.create_sweep(&row, &units)?;
         let id = row.id.clone();
         self.order.push(id.clone());
-        self.sweeps.insert(
-            id.clone(),
-            SweepEntry {
-                row,
-                units,
-                cursor: 0,
-            },
-        );
+        self.sweeps.insert(id.clone(), SweepEntry::new(row, units));
         self.progress(&id)
     }
 
@@ -210,15 +257,14 @@ impl<S: Store> Scheduler<S> {
             .sweeps
             .get(id)
             .ok_or_else(|| SchedError::NotFound(format!("sweep {id}")))?;
-        let count = |st: UnitState| s.units.iter().filter(|u| u.state == st).count() as u32;
         Ok(Progress {
             id: s.row.id.clone(),
             name: s.row.name.clone(),
             state: s.row.state,
-            queued: count(UnitState::Queued),
-            leased: count(UnitState::Leased),
-            done: count(UnitState::Done),
-            failed: count(UnitState::Failed),
+            queued: s.counts[0],
+            leased: s.counts[1],
+            done: s.counts[2],
+            failed: s.counts[3],
             total: s.units.len() as u32,
             error: s.row.error.clone(),
         })
@@ -265,31 +311,43 @@ impl<S: Store> Scheduler<S> {
     /// Returns the ids of sweeps whose progress changed.
     pub fn expire(&mut self, now: u64, now_rfc3339: &str) -> Result<Vec<String>, SchedError> {
         let mut changed = Vec::new();
+        if now <= self.earliest_deadline {
+            return Ok(changed);
+        }
         let max = self.cfg.max_attempts;
+        let mut earliest = u64::MAX;
         for s in self.sweeps.values_mut() {
-            if s.row.state.is_final() {
+            if s.row.state.is_final() || s.counts[slot(UnitState::Leased)] == 0 {
                 continue;
             }
             let mut touched = false;
             let mut failure = None;
-            for (i, u) in s.units.iter_mut().enumerate() {
-                if u.state == UnitState::Leased && u.deadline_ms < now {
-                    s.cursor = s.cursor.min(i);
-                    touched = true;
-                    u.error = format!("lease {} held by {} expired", u.lease_id, u.worker);
-                    if u.attempts >= max {
-                        u.state = UnitState::Failed;
-                        failure = Some(format!(
-                            "unit {} failed after {} attempts: {}",
-                            u.id(),
-                            u.attempts,
-                            u.error
-                        ));
-                    } else {
-                        u.state = UnitState::Queued;
-                    }
-                    self.store.save_unit(u)?;
+            for i in 0..s.units.len() {
+                let u = &s.units[i];
+                if u.state != UnitState::Leased {
+                    continue;
                 }
+                if u.deadline_ms >= now {
+                    earliest = earliest.min(u.deadline_ms);
+                    continue;
+                }
+                s.cursor = s.cursor.min(i);
+                touched = true;
+                let error = format!("lease {} held by {} expired", u.lease_id, u.worker);
+                let next = if u.attempts >= max {
+                    failure = Some(format!(
+                        "unit {} failed after {} attempts: {error}",
+                        u.id(),
+                        u.attempts
+                    ));
+                    UnitState::Failed
+                } else {
+                    UnitState::Queued
+                };
+                s.set_state(i, next);
+                let u = &mut s.units[i];
+                u.error = error;
+                self.store.save_unit(u)?;
             }
             if let Some(err) = failure {
                 s.row.state = SweepState::Failed;
@@ -301,14 +359,8 @@ impl<S: Store> Scheduler<S> {
                 changed.push(s.row.id.clone());
             }
         }
+        self.earliest_deadline = earliest;
         Ok(changed)
-    }
-
-    fn reference_done(s: &SweepEntry, suite: u32) -> bool {
-        s.units
-            .iter()
-            .filter(|u| u.variant == 0 && u.suite == suite)
-            .all(|u| u.state == UnitState::Done)
     }
 
     fn reference_for(
@@ -364,7 +416,7 @@ impl<S: Store> Scheduler<S> {
                     {
                         continue;
                     }
-                    if u.variant != 0 && !Self::reference_done(s, u.suite) {
+                    if u.variant != 0 && !s.reference_done(u.suite) {
                         continue;
                     }
                     pick = Some((id.clone(), i));
@@ -387,12 +439,13 @@ impl<S: Store> Scheduler<S> {
         let lease_id = self.next_lease;
         self.next_lease += 1;
         let s = self.sweeps.get_mut(&sid).expect("picked sweep exists");
+        s.set_state(i, UnitState::Leased);
         let u = &mut s.units[i];
-        u.state = UnitState::Leased;
         u.attempts += 1;
         u.lease_id = lease_id;
         u.deadline_ms = now + self.cfg.lease_ttl_ms;
         u.worker = worker.to_string();
+        self.earliest_deadline = self.earliest_deadline.min(u.deadline_ms);
         self.store.save_unit(u)?;
         while s.cursor < s.units.len() && s.units[s.cursor].state != UnitState::Queued {
             s.cursor += 1;
@@ -419,16 +472,15 @@ impl<S: Store> Scheduler<S> {
     fn current<'a>(
         sweeps: &'a mut BTreeMap<String, SweepEntry>,
         unit_id: &str,
-    ) -> Result<(&'a mut SweepRow, &'a mut UnitRow), SchedError> {
+    ) -> Result<(&'a mut SweepEntry, usize), SchedError> {
         let (sid, ord) = parse_unit_id(unit_id)?;
         let s = sweeps
             .get_mut(sid)
             .ok_or_else(|| SchedError::NotFound(format!("sweep {sid}")))?;
-        let u = s
-            .units
-            .get_mut(ord as usize)
-            .ok_or_else(|| SchedError::NotFound(format!("unit {unit_id}")))?;
-        Ok((&mut s.row, u))
+        if ord as usize >= s.units.len() {
+            return Err(SchedError::NotFound(format!("unit {unit_id}")));
+        }
+        Ok((s, ord as usize))
     }
 
     fn check_lease(row: &SweepRow, u: &UnitRow, lease_id: u64, now: u64) -> Result<(), SchedError> {
@@ -456,8 +508,9 @@ impl<S: Store> Scheduler<S> {
     /// Extends a current lease; returns the new deadline.
     pub fn renew(&mut self, unit_id: &str, lease_id: u64, now: u64) -> Result<u64, SchedError> {
         let ttl = self.cfg.lease_ttl_ms;
-        let (row, u) = Self::current(&mut self.sweeps, unit_id)?;
-        Self::check_lease(row, u, lease_id, now)?;
+        let (s, i) = Self::current(&mut self.sweeps, unit_id)?;
+        Self::check_lease(&s.row, &s.units[i], lease_id, now)?;
+        let u = &mut s.units[i];
         u.deadline_ms = now + ttl;
         self.store.save_unit(u)?;
         Ok(u.deadline_ms)
@@ -473,13 +526,14 @@ impl<S: Store> Scheduler<S> {
         now: u64,
         now_rfc3339: &str,
     ) -> Result<bool, SchedError> {
-        let (row, u) = Self::current(&mut self.sweeps, unit_id)?;
-        if u.state == UnitState::Done {
+        let (s, i) = Self::current(&mut self.sweeps, unit_id)?;
+        if s.units[i].state == UnitState::Done {
             return Ok(false);
         }
-        Self::check_lease(row, u, lease_id, now)?;
+        Self::check_lease(&s.row, &s.units[i], lease_id, now)?;
         let parsed: UnitResult = serde_json::from_str(result)
             .map_err(|e| SchedError::Invalid(format!("result of unit {unit_id}: {e}")))?;
+        let u = &s.units[i];
         let expected = (u.end - u.start) as usize;
         if parsed.records.len() != expected {
             return Err(SchedError::Invalid(format!(
@@ -487,12 +541,11 @@ impl<S: Store> Scheduler<S> {
                 parsed.records.len()
             )));
         }
-        u.state = UnitState::Done;
+        s.set_state(i, UnitState::Done);
+        let u = &mut s.units[i];
         u.error.clear();
         self.store.complete_unit(u, result)?;
-        let sid = row.id.clone();
-        let s = self.sweeps.get_mut(&sid).expect("sweep exists");
-        if s.units.iter().all(|u| u.state == UnitState::Done) {
+        if s.counts[slot(UnitState::Done)] as usize == s.units.len() {
             s.row.state = SweepState::Done;
             s.row.finished_at = Some(now_rfc3339.to_string());
             self.store.save_sweep(&s.row)?;
@@ -512,29 +565,106 @@ impl<S: Store> Scheduler<S> {
         now_rfc3339: &str,
     ) -> Result<(), SchedError> {
         let max = self.cfg.max_attempts;
-        let (row, u) = Self::current(&mut self.sweeps, unit_id)?;
-        Self::check_lease(row, u, lease_id, now)?;
-        u.error = reason.to_string();
-        if retryable && u.attempts < max {
-            u.state = UnitState::Queued;
-            self.store.save_unit(u)?;
-            let (sid, ord) = (u.sweep_id.clone(), u.ordinal as usize);
-            if let Some(s) = self.sweeps.get_mut(&sid) {
-                s.cursor = s.cursor.min(ord);
-            }
+        let (s, i) = Self::current(&mut self.sweeps, unit_id)?;
+        Self::check_lease(&s.row, &s.units[i], lease_id, now)?;
+        if retryable && s.units[i].attempts < max {
+            s.set_state(i, UnitState::Queued);
+            s.units[i].error = reason.to_string();
+            self.store.save_unit(&s.units[i])?;
+            s.cursor = s.cursor.min(i);
         } else {
-            u.state = UnitState::Failed;
+            s.set_state(i, UnitState::Failed);
+            let u = &mut s.units[i];
+            u.error = reason.to_string();
             self.store.save_unit(u)?;
-            row.state = SweepState::Failed;
-            row.error = Some(format!(
-                "unit {} failed after {} attempts: {reason}",
-                u.id(),
-                u.attempts
-            ));
-            row.finished_at = Some(now_rfc3339.to_string());
-            self.store.save_sweep(row)?;
+            s.row.state = SweepState::Failed;
+            s.row.error = Some(if retryable {
+                format!(
+                    "unit {} failed after {} attempts: {reason}",
+                    u.id(),
+                    u.attempts
+                )
+            } else {
+                format!("{INPUT_ERROR} in unit {}: {reason}", u.id())
+            });
+            s.row.finished_at = Some(now_rfc3339.to_string());
+            self.store.save_sweep(&s.row)?;
         }
         Ok(())
+    }
+
+    /// Takes back a current lease unfinished (its worker is shutting down): the unit is
+    /// requeued and the attempt is not counted.
+    pub fn release(
+        &mut self,
+        unit_id: &str,
+        lease_id: u64,
+        reason: &str,
+        now: u64,
+    ) -> Result<(), SchedError> {
+        let (s, i) = Self::current(&mut self.sweeps, unit_id)?;
+        Self::check_lease(&s.row, &s.units[i], lease_id, now)?;
+        s.set_state(i, UnitState::Queued);
+        let u = &mut s.units[i];
+        u.attempts = u.attempts.saturating_sub(1);
+        u.error = reason.to_string();
+        self.store.save_unit(u)?;
+        s.cursor = s.cursor.min(i);
+        Ok(())
+    }
+
+    /// Takes back every lease of every running sweep, as [`Scheduler::release`] does: for a
+    /// coordinator that knows its earlier workers are gone (an interrupted local run).
+    /// Returns the ids of sweeps whose progress changed.
+    pub fn release_all(&mut self, reason: &str) -> Result<Vec<String>, SchedError> {
+        let mut changed = Vec::new();
+        for s in self.sweeps.values_mut() {
+            if s.row.state.is_final() || s.counts[slot(UnitState::Leased)] == 0 {
+                continue;
+            }
+            for i in 0..s.units.len() {
+                if s.units[i].state != UnitState::Leased {
+                    continue;
+                }
+                s.set_state(i, UnitState::Queued);
+                let u = &mut s.units[i];
+                u.attempts = u.attempts.saturating_sub(1);
+                u.error = reason.to_string();
+                self.store.save_unit(u)?;
+                s.cursor = s.cursor.min(i);
+            }
+            changed.push(s.row.id.clone());
+        }
+        Ok(changed)
+    }
+
+    /// Units of running sweeps per state: queued, leased, done, failed.
+    pub fn totals(&self) -> [u64; 4] {
+        let mut t = [0u64; 4];
+        for s in self.sweeps.values() {
+            if s.row.state == SweepState::Running {
+                for (a, b) in t.iter_mut().zip(s.counts) {
+                    *a += u64::from(b);
+                }
+            }
+        }
+        t
+    }
+
+    /// Notes that `worker` called at `now`.
+    pub fn touch(&mut self, worker: &str, now: u64) {
+        if let Some(t) = self.seen.get_mut(worker) {
+            *t = now;
+        } else {
+            self.seen.insert(worker.to_string(), now);
+        }
+    }
+
+    /// Workers that called within one lease duration of `now`; forgets the others.
+    pub fn active_workers(&mut self, now: u64) -> usize {
+        let horizon = now.saturating_sub(self.cfg.lease_ttl_ms);
+        self.seen.retain(|_, t| *t >= horizon);
+        self.seen.len()
     }
 
     /// The ids of sweeps a unit belongs to (for progress notifications).

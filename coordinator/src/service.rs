@@ -38,6 +38,8 @@ pub struct Config {
     pub prompts_per_unit: usize,
     /// How often expired leases are looked for.
     pub tick: Duration,
+    /// Serve TLS with this certificate chain and private key (PEM).
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             sched: SchedConfig::default(),
             prompts_per_unit: 0,
             tick: Duration::from_millis(250),
+            tls: None,
         }
     }
 }
@@ -339,12 +342,14 @@ impl<S: Store> Work for Coordinator<S> {
     }
 
     async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+        let started = std::time::Instant::now();
         let req = req.into_inner();
         check_protocol(req.protocol)?;
         let lease = self
             .inner
             .handle
             .call(move |s, now, stamp| {
+                s.touch(&req.worker_id, now);
                 let out = s.lease(&req.worker_id, &req.loaded_models, now, stamp);
                 let changed = match &out {
                     Ok(Some(l)) => vec![l.spec.sweep_id.clone()],
@@ -363,6 +368,10 @@ impl<S: Store> Work for Coordinator<S> {
             }),
             None => None,
         };
+        metrics::histogram!("compsafe_lease_seconds").record(started.elapsed().as_secs_f64());
+        if unit.is_some() {
+            metrics::counter!("compsafe_leases_total").increment(1);
+        }
         Ok(Response::new(LeaseResponse { unit }))
     }
 
@@ -372,7 +381,10 @@ impl<S: Store> Work for Coordinator<S> {
         let deadline = self
             .inner
             .handle
-            .call(move |s, now, _| (s.renew(&req.unit_id, req.lease_id, now), vec![]))
+            .call(move |s, now, _| {
+                s.touch(&req.worker_id, now);
+                (s.renew(&req.unit_id, req.lease_id, now), vec![])
+            })
             .await?;
         Ok(Response::new(RenewResponse {
             deadline_unix_ms: deadline,
@@ -389,24 +401,51 @@ impl<S: Store> Work for Coordinator<S> {
             .inner
             .handle
             .call(move |s, now, stamp| {
+                s.touch(&req.worker_id, now);
                 let changed = Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
                 (
                     s.complete(&req.unit_id, req.lease_id, &req.result_json, now, stamp),
                     changed,
                 )
             })
-            .await?;
-        Ok(Response::new(CompleteResponse { accepted }))
+            .await;
+        let outcome = match &accepted {
+            Ok(true) => "accepted",
+            Ok(false) => "duplicate",
+            Err(_) => "refused",
+        };
+        metrics::counter!("compsafe_results_total", "outcome" => outcome).increment(1);
+        Ok(Response::new(CompleteResponse {
+            accepted: accepted?,
+        }))
     }
 
     async fn fail(&self, req: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {
         let req = req.into_inner();
         check_protocol(req.protocol)?;
-        tracing::warn!(unit = %req.unit_id, worker = %req.worker_id, retryable = req.retryable, "unit failed: {}", req.reason);
+        let kind = if req.released {
+            tracing::info!(unit = %req.unit_id, worker = %req.worker_id, "unit released: {}", req.reason);
+            "released"
+        } else {
+            tracing::warn!(unit = %req.unit_id, worker = %req.worker_id, retryable = req.retryable, "unit failed: {}", req.reason);
+            if req.retryable {
+                "retryable"
+            } else {
+                "final"
+            }
+        };
+        metrics::counter!("compsafe_unit_failures_total", "kind" => kind).increment(1);
         self.inner
             .handle
             .call(move |s, now, stamp| {
+                s.touch(&req.worker_id, now);
                 let changed = Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
+                if req.released {
+                    return (
+                        s.release(&req.unit_id, req.lease_id, &req.reason, now),
+                        changed,
+                    );
+                }
                 (
                     s.fail(
                         &req.unit_id,
@@ -432,6 +471,13 @@ pub async fn serve<S: Store>(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let auth = Auth::new(&coordinator.inner.cfg.token);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &coordinator.inner.cfg.tls {
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key)),
+        )?;
+    }
     let sweeps = SweepsServer::new(coordinator.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -441,7 +487,7 @@ pub async fn serve<S: Store>(
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<SweepsServer<Coordinator<S>>>().await;
     reporter.set_serving::<WorkServer<Coordinator<S>>>().await;
-    tonic::transport::Server::builder()
+    builder
         .add_service(health)
         .add_service(InterceptedService::new(sweeps, auth.clone()))
         .add_service(InterceptedService::new(work, auth))

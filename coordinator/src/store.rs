@@ -212,10 +212,11 @@ impl SqliteStore {
 }
 
 fn save_unit_on(conn: &Connection, u: &UnitRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE units SET state = ?3, attempts = ?4, lease_id = ?5, deadline_ms = ?6, worker = ?7, error = ?8
          WHERE sweep_id = ?1 AND ordinal = ?2",
-        params![
+    )?
+    .execute(params![
             u.sweep_id,
             u.ordinal,
             u.state.as_str(),
@@ -224,8 +225,7 @@ fn save_unit_on(conn: &Connection, u: &UnitRow) -> Result<(), StoreError> {
             u.deadline_ms as i64,
             u.worker,
             u.error
-        ],
-    )?;
+    ])?;
     Ok(())
 }
 
@@ -288,10 +288,10 @@ impl Store for SqliteStore {
 
     fn complete_unit(&mut self, u: &UnitRow, result: &str) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO results (sweep_id, ordinal, result) VALUES (?1, ?2, ?3)",
-            params![u.sweep_id, u.ordinal, result],
-        )?;
+        )?
+        .execute(params![u.sweep_id, u.ordinal, result])?;
         save_unit_on(&tx, u)?;
         tx.commit()?;
         Ok(())

@@ -124,6 +124,17 @@ pub struct RunArgs {
     /// Machine-readable progress (JSON lines) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Continue the interrupted run whose state is in the output directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Prompts per work unit (0: a whole suite per unit); smaller units resume with less
+    /// lost work.
+    #[arg(long, default_value_t = 0)]
+    pub prompts_per_unit: usize,
+    /// Evaluate sequentially in this process, without the coordinator and its state (no
+    /// resume); a cross-check of the cluster path.
+    #[arg(long, conflicts_with_all = ["resume", "workers"])]
+    pub direct: bool,
 }
 
 /// Arguments of `compsafe validate`.
@@ -175,6 +186,15 @@ pub struct CoordinatorArgs {
     /// Prompts per variant unit (0: a whole suite per unit).
     #[arg(long, default_value_t = 0)]
     pub prompts_per_unit: usize,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9090.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `compsafe worker`.
@@ -192,6 +212,9 @@ pub struct WorkerArgs {
     /// Refuse units whose model paths resolve outside this directory.
     #[arg(long)]
     pub model_root: Option<PathBuf>,
+    /// CA certificate (PEM) that the coordinator's TLS certificate chains to (https:// URLs).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// How a client reaches the coordinator.
@@ -207,6 +230,9 @@ pub struct ClientArgs {
     /// File holding the bearer token (default: COMPSAFE_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that the coordinator's TLS certificate chains to (https:// URLs).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Arguments of `compsafe submit`.

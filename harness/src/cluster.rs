@@ -7,12 +7,12 @@ use std::time::Duration;
 use compsafe_core::report::Record;
 use compsafe_core::Report;
 use compsafe_proto::pb::{CancelRequest, GetRequest, SubmitRequest, SweepStatus};
-use compsafe_proto::{connect, sweeps_client, BearerToken, PROTOCOL_VERSION};
+use compsafe_proto::{connect_with, sweeps_client, BearerToken, PROTOCOL_VERSION};
 
 use crate::cli::{ClientArgs, CoordinatorArgs, IdArgs, ReportArgs, SubmitArgs, WorkerArgs};
 use crate::exit::{Failure, Outcome};
 
-fn infra(message: impl Into<String>) -> Failure {
+pub(crate) fn infra(message: impl Into<String>) -> Failure {
     Failure {
         code: 3,
         message: message.into(),
@@ -35,14 +35,31 @@ fn token(file: Option<&Path>) -> Result<String, Failure> {
     Ok(t)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::input(format!("{flag} {}: {e}", path.display())))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(Failure::input(format!(
+            "{flag} {}: not a PEM file (no -----BEGIN line)",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The CA certificate of `--tls-ca`, if given.
+pub(crate) fn tls_ca(path: Option<&Path>) -> Result<Option<Vec<u8>>, Failure> {
+    path.map(|p| read_pem("--tls-ca", p)).transpose()
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| infra(format!("cannot start the async runtime: {e}")))
 }
 
-fn status_error(s: tonic::Status) -> Failure {
+pub(crate) fn status_error(s: tonic::Status) -> Failure {
     match s.code() {
         tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
             Failure::input(s.message().to_string())
@@ -77,13 +94,21 @@ pub fn coordinator_cmd(args: &CoordinatorArgs) -> Result<Outcome, Failure> {
     cfg.sched.lease_ttl_ms = args.lease_ttl_ms;
     cfg.sched.max_attempts = args.max_attempts;
     cfg.prompts_per_unit = args.prompts_per_unit;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls = Some((read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?));
+    }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     runtime()?.block_on(async {
+        if let Some(addr) = args.metrics_listen {
+            compsafe_coordinator::telemetry::install(addr).map_err(Failure::input)?;
+            eprintln!("metrics on http://{addr}/metrics");
+        }
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .map_err(|e| Failure::input(format!("--listen {}: {e}", args.listen)))?;
         let addr = listener.local_addr().map_err(|e| infra(e.to_string()))?;
         eprintln!(
-            "coordinator listening on {addr}, state in {}",
+            "coordinator listening on {scheme}://{addr}, state in {}",
             args.db.display()
         );
         compsafe_coordinator::run(&args.db, cfg, listener, signal())
@@ -102,8 +127,10 @@ pub fn worker_cmd(args: &WorkerArgs) -> Result<Outcome, Failure> {
         token,
         device: args.device.clone(),
         idle_poll: Duration::from_millis(200),
+        ca_pem: tls_ca(args.tls_ca.as_deref())?,
     };
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    let out = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             signal().await;
@@ -112,7 +139,10 @@ pub fn worker_cmd(args: &WorkerArgs) -> Result<Outcome, Failure> {
         compsafe_worker::pull_loop(cfg, runner, rx)
             .await
             .map_err(infra)
-    })?;
+    });
+    // A released unit may still be computing on a blocking thread: do not wait for it.
+    rt.shutdown_background();
+    out?;
     Ok(Outcome::Ok)
 }
 
@@ -120,8 +150,11 @@ async fn client(
     args: &ClientArgs,
 ) -> Result<compsafe_proto::pb::sweeps_client::SweepsClient<compsafe_proto::AuthChannel>, Failure> {
     let token = BearerToken::new(&token(args.token_file.as_deref())?).map_err(Failure::input)?;
+    let ca = tls_ca(args.tls_ca.as_deref())?;
     Ok(sweeps_client(
-        connect(&args.coordinator, &token).await.map_err(infra)?,
+        connect_with(&args.coordinator, &token, ca.as_deref())
+            .await
+            .map_err(infra)?,
     ))
 }
 
@@ -150,20 +183,9 @@ pub fn submit_cmd(args: &SubmitArgs) -> Result<Outcome, Failure> {
 
 fn print_status(s: &SweepStatus, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"sweep": s.sweep_id, "name": s.name, "state": s.state, "queued": s.queued,
-                "leased": s.leased, "done": s.done, "failed": s.failed, "total": s.total, "error": s.error})
-        );
+        println!("{}", crate::progress::status_json(s));
     } else {
-        let mut line = format!(
-            "{} ({}): {} — {}/{} done, {} running, {} queued, {} failed",
-            s.sweep_id, s.name, s.state, s.done, s.total, s.leased, s.queued, s.failed
-        );
-        if !s.error.is_empty() {
-            line.push_str(&format!(" — {}", s.error));
-        }
-        println!("{line}");
+        println!("{}", crate::progress::status_line(s));
     }
 }
 
@@ -185,29 +207,10 @@ pub fn watch_cmd(args: &IdArgs) -> Result<Outcome, Failure> {
     let json = args.json || !std::io::IsTerminal::is_terminal(&std::io::stdout());
     let last = runtime()?.block_on(async {
         let mut c = client(&args.client).await?;
-        let mut stream = c
-            .watch(GetRequest {
-                protocol: PROTOCOL_VERSION,
-                sweep_id: args.id.clone(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        let mut last = None;
-        while let Some(s) = stream.message().await.map_err(status_error)? {
-            print_status(&s, json);
-            last = Some(s);
-        }
-        Ok::<_, Failure>(last)
+        crate::progress::follow(&mut c, &args.id, json, crate::progress::Sink::Stdout).await
     })?;
-    match last {
-        Some(s) if s.state == "done" => Ok(Outcome::Ok),
-        Some(s) => Err(infra(format!(
-            "sweep {} {}: {}",
-            s.sweep_id, s.state, s.error
-        ))),
-        None => Err(infra("the coordinator closed the stream")),
-    }
+    crate::progress::finished(&last)?;
+    Ok(Outcome::Ok)
 }
 
 pub fn cancel_cmd(args: &IdArgs) -> Result<Outcome, Failure> {
@@ -224,17 +227,19 @@ pub fn cancel_cmd(args: &IdArgs) -> Result<Outcome, Failure> {
     Ok(Outcome::Ok)
 }
 
-pub fn report_cmd(args: &ReportArgs) -> Result<Outcome, Failure> {
-    let resp = runtime()?.block_on(async {
-        let mut c = client(&args.client).await?;
-        c.report(GetRequest {
+/// The report and records of finished sweep `id`.
+pub(crate) async fn fetch_report(
+    c: &mut compsafe_proto::pb::sweeps_client::SweepsClient<compsafe_proto::AuthChannel>,
+    id: &str,
+) -> Result<(Report, Vec<Record>), Failure> {
+    let resp = c
+        .report(GetRequest {
             protocol: PROTOCOL_VERSION,
-            sweep_id: args.id.clone(),
+            sweep_id: id.to_string(),
         })
         .await
-        .map_err(status_error)
-    })?;
-    let resp = resp.into_inner();
+        .map_err(status_error)?
+        .into_inner();
     let report: Report = serde_json::from_str(&resp.report_json)
         .map_err(|e| infra(format!("report from the coordinator: {e}")))?;
     let records: Vec<Record> = resp
@@ -243,6 +248,14 @@ pub fn report_cmd(args: &ReportArgs) -> Result<Outcome, Failure> {
         .map(|r| serde_json::from_str(r))
         .collect::<Result<_, _>>()
         .map_err(|e| infra(format!("records from the coordinator: {e}")))?;
+    Ok((report, records))
+}
+
+pub fn report_cmd(args: &ReportArgs) -> Result<Outcome, Failure> {
+    let (report, records) = runtime()?.block_on(async {
+        let mut c = client(&args.client).await?;
+        fetch_report(&mut c, &args.id).await
+    })?;
     for p in crate::run::write_outputs(&args.out, &report, &records)? {
         println!("wrote {}", p.display());
     }

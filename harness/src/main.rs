@@ -8,6 +8,8 @@ mod cluster;
 mod diff;
 mod exit;
 mod layers;
+mod local;
+mod progress;
 mod run;
 mod verify;
 

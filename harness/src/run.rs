@@ -77,7 +77,8 @@ fn progress(json: bool, msg: &str) {
     }
 }
 
-/// Runs the sweep in this process and returns its report and records.
+/// Runs the sweep sequentially in this process, without the coordinator (`--direct`), and
+/// returns its report and records.
 pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<Record>), Failure> {
     let spec = &v.spec;
     let started_at = now_rfc3339();
@@ -233,11 +234,21 @@ pub fn write_outputs(
 
 pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
     let v = validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
-    let (report, records) = execute(&v, &args.device, args.json)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(&v.spec.sweep.name));
+    let (report, records) = if args.direct {
+        execute(&v, &args.device, args.json)?
+    } else {
+        crate::local::execute(args, &v, &out)?
+    };
+    if report.model.integrity == Integrity::Failed {
+        eprintln!(
+            "INTEGRITY FAILURE: {} does not match its manifest (see report.json model.files)",
+            report.model.path
+        );
+    }
     let written = write_outputs(&out, &report, &records)?;
     if args.json {
         println!(

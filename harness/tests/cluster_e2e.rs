@@ -1,6 +1,7 @@
 //! A sweep on an in-process cluster (coordinator on 127.0.0.1:0, 1 and 3 workers over real
-//! gRPC) gives the same report as `compsafe run`; calls without the right token are refused;
-//! a spec whose model escapes the model root is refused.
+//! gRPC) gives the same report as the sequential `compsafe run --direct` and as `compsafe run`;
+//! an interrupted `compsafe run` resumes; calls without the right token are refused; TLS;
+//! metrics; a spec whose model escapes the model root is refused.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,6 +70,22 @@ fn read_report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
 }
 
+/// The report of `compsafe run --direct` (sequential, no coordinator), without run identity.
+fn direct_report(spec: &Path, out: &Path) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--direct",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    without_run_identity(read_report(out))
+}
+
 /// Starts a coordinator on port 0; returns its URL and a shutdown switch.
 async fn coordinator(
     db: &Path,
@@ -101,6 +118,7 @@ fn cluster_report(spec: &Path, workers: usize, dir: &Path) -> serde_json::Value 
                 token: TOKEN.into(),
                 device: "cpu".into(),
                 idle_poll: Duration::from_millis(50),
+                ca_pem: None,
             };
             let runner = compsafe_worker::Runner::new(candle_core::Device::Cpu, None);
             tokio::spawn(compsafe_worker::pull_loop(cfg, runner, stop_rx.clone()));
@@ -166,21 +184,35 @@ fn cluster_report(spec: &Path, workers: usize, dir: &Path) -> serde_json::Value 
 }
 
 #[test]
-fn cluster_report_equals_local_run_with_1_and_3_workers() {
+fn cluster_report_equals_direct_run_with_1_and_3_workers() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path());
-    let local = tmp.path().join("local");
+    let local = direct_report(&spec, &tmp.path().join("local"));
+    // `compsafe run`: the in-process cluster, with two workers and small units.
+    let run = tmp.path().join("run");
     let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
         .args([
             "run",
             spec.to_str().unwrap(),
             "--out",
-            local.to_str().unwrap(),
+            run.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--prompts-per-unit",
+            "3",
         ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let local = without_run_identity(read_report(&local));
+    assert!(
+        run.join("sweep.db").is_file(),
+        "state kept in the output directory"
+    );
+    assert_eq!(
+        without_run_identity(read_report(&run)),
+        local,
+        "compsafe run differs from compsafe run --direct"
+    );
     for workers in [1, 3] {
         let dir = tmp.path().join(format!("cluster{workers}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -280,18 +312,7 @@ fn a_model_outside_the_model_root_is_refused() {
 fn a_coordinator_restarted_on_its_database_finishes_the_same_report() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path());
-    let local = tmp.path().join("local");
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
-        .args([
-            "run",
-            spec.to_str().unwrap(),
-            "--out",
-            local.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let local = without_run_identity(read_report(&local));
+    let local = direct_report(&spec, &tmp.path().join("local"));
 
     let db = tmp.path().join("state.db");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -320,6 +341,7 @@ fn a_coordinator_restarted_on_its_database_finishes_the_same_report() {
                 token: TOKEN.into(),
                 device: "cpu".into(),
                 idle_poll: Duration::from_millis(50),
+                ca_pem: None,
             };
             let runner = compsafe_worker::Runner::new(candle_core::Device::Cpu, None);
             tokio::spawn(compsafe_worker::pull_loop(cfg, runner, stop_rx.clone()));
@@ -383,4 +405,249 @@ fn a_coordinator_restarted_on_its_database_finishes_the_same_report() {
     let _ = stop_workers.send(true);
     rt.shutdown_timeout(Duration::from_secs(5));
     assert_eq!(without_run_identity(read_report(&out)), local);
+}
+
+#[test]
+fn an_interrupted_run_resumes_where_it_stopped() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path());
+    let local = direct_report(&spec, &tmp.path().join("local"));
+    let out = tmp.path().join("run");
+    let resume = |out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_compsafe"))
+            .args([
+                "run",
+                spec.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--resume",
+            ])
+            .output()
+            .unwrap()
+    };
+    // Nothing to resume yet: an input error.
+    let o = resume(&out);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sweep.db"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--prompts-per-unit",
+            "2",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Progress lines read "<id> (cluster): running — 3/24 done, ..."; kill it mid-sweep.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut sweep = None;
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        let done: Option<(u32, u32)> = line.split(" — ").nth(1).and_then(|c| {
+            let (d, t) = c.split_once(" done")?.0.split_once('/')?;
+            Some((d.parse().ok()?, t.parse().ok()?))
+        });
+        if let Some((d, t)) = done {
+            if d >= 3 && d < t {
+                sweep = line.split_whitespace().next().map(str::to_string);
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let sweep = sweep.unwrap_or_else(|| panic!("no mid-sweep progress line:\n{seen}"));
+    assert!(!out.join("report.json").exists(), "killed before the end");
+
+    let o = resume(&out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read_report(&out);
+    assert_eq!(
+        got["sweep"]["id"],
+        sweep.as_str(),
+        "the same sweep continued"
+    );
+    assert_eq!(without_run_identity(got), local);
+}
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tls_serves_clients_that_trust_its_ca_and_refuses_plain_text() {
+    let tls = root().join("harness/tests/tls");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut cfg = Config::with_token(TOKEN);
+        cfg.tls = Some((
+            std::fs::read(tls.join("server.pem")).unwrap(),
+            std::fs::read(tls.join("server.key")).unwrap(),
+        ));
+        let c =
+            Coordinator::start(SqliteStore::open(&tmp.path().join("s.db")).unwrap(), cfg).unwrap();
+        tokio::spawn(compsafe_coordinator::serve(
+            c,
+            listener,
+            std::future::pending(),
+        ));
+        let token = BearerToken::new(TOKEN).unwrap();
+        let ca = std::fs::read(tls.join("ca.pem")).unwrap();
+        for host in ["localhost", "127.0.0.1"] {
+            let url = format!("https://{host}:{port}");
+            let mut c = sweeps_client(
+                compsafe_proto::connect_with(&url, &token, Some(&ca))
+                    .await
+                    .unwrap(),
+            );
+            let list = c
+                .list(ListRequest {
+                    protocol: PROTOCOL_VERSION,
+                })
+                .await;
+            assert!(list.is_ok(), "{url}: {list:?}");
+        }
+        // https without a CA is refused before connecting; a CA that did not sign the
+        // certificate fails the handshake; plain text to a TLS port gets no answer.
+        let e = compsafe_proto::connect_with(&format!("https://localhost:{port}"), &token, None)
+            .await
+            .unwrap_err();
+        assert!(e.contains("--tls-ca"), "{e}");
+        let stranger = std::fs::read(tls.join("server.pem")).unwrap();
+        let bad = compsafe_proto::connect_with(
+            &format!("https://localhost:{port}"),
+            &token,
+            Some(&stranger),
+        )
+        .await;
+        match bad {
+            Err(_) => {}
+            Ok(ch) => assert!(sweeps_client(ch)
+                .list(ListRequest {
+                    protocol: PROTOCOL_VERSION
+                })
+                .await
+                .is_err()),
+        }
+        let plain = connect(&format!("http://127.0.0.1:{port}"), &token).await;
+        if let Ok(ch) = plain {
+            let r = tokio::time::timeout(
+                Duration::from_secs(5),
+                sweeps_client(ch).list(ListRequest {
+                    protocol: PROTOCOL_VERSION,
+                }),
+            )
+            .await;
+            assert!(!matches!(r, Ok(Ok(_))), "plain text was answered: {r:?}");
+        }
+    });
+}
+
+#[test]
+fn the_coordinator_serves_prometheus_metrics() {
+    use std::io::{BufRead, Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "coordinator",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            tmp.path().join("c.db").to_str().unwrap(),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .env("COMPSAFE_TOKEN", TOKEN)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| {
+            l.strip_prefix("coordinator listening on ")
+                .and_then(|r| r.split(',').next())
+                .map(str::to_string)
+        })
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let token = BearerToken::new(TOKEN).unwrap();
+        let mut w = compsafe_proto::work_client(connect(&url, &token).await.unwrap());
+        let id = w
+            .register(compsafe_proto::pb::RegisterRequest {
+                protocol: PROTOCOL_VERSION,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .worker_id;
+        let l = w
+            .lease(compsafe_proto::pb::LeaseRequest {
+                protocol: PROTOCOL_VERSION,
+                worker_id: id,
+                loaded_models: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(l.unit.is_none());
+    });
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = scrape().unwrap_or_default();
+        if body.contains("compsafe_workers 1") && body.contains("compsafe_lease_seconds") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for want in [
+        "compsafe_units{state=\"queued\"} 0",
+        "compsafe_workers 1",
+        "compsafe_lease_seconds_bucket",
+        "compsafe_lease_seconds_count 1",
+    ] {
+        assert!(body.contains(want), "missing {want}:\n{body}");
+    }
 }

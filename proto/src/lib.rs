@@ -63,20 +63,57 @@ pub type AuthChannel =
 
 /// Connects to a coordinator at `url` (`http://host:port`).
 pub async fn connect(url: &str, token: &BearerToken) -> Result<AuthChannel, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+    connect_with(url, token, None).await
+}
+
+/// Like [`connect`]; for an `https://` URL the coordinator's certificate must chain to
+/// `ca_pem` (PEM), which is required there.
+pub async fn connect_with(
+    url: &str,
+    token: &BearerToken,
+    ca_pem: Option<&[u8]>,
+) -> Result<AuthChannel, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("coordinator URL {url:?}: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(10));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the coordinator at {url}: {e}"))?;
+    if url.starts_with("https://") {
+        let ca = ca_pem.ok_or_else(|| {
+            format!("coordinator URL {url}: https needs the CA certificate (--tls-ca FILE)")
+        })?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("coordinator URL {url}: TLS: {e}"))?;
+    } else if ca_pem.is_some() {
+        return Err(format!(
+            "coordinator URL {url}: a CA certificate was given, so the URL must be https://"
+        ));
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        format!(
+            "cannot reach the coordinator at {url}: {}",
+            source_chain(&e)
+        )
+    })?;
     Ok(tonic::service::interceptor::InterceptedService::new(
         channel,
         token.clone(),
     ))
 }
 
-/// A sweeps client with bounded message sizes.
+/// An error with its causes, `a: b: c`.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 pub fn sweeps_client(ch: AuthChannel) -> pb::sweeps_client::SweepsClient<AuthChannel> {
     pb::sweeps_client::SweepsClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

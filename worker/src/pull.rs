@@ -7,7 +7,7 @@ use std::time::Duration;
 use compsafe_proto::pb::{
     CompleteRequest, FailRequest, LeaseRequest, RegisterRequest, RenewRequest,
 };
-use compsafe_proto::{connect, work_client, BearerToken, UnitSpec, PROTOCOL_VERSION};
+use compsafe_proto::{connect_with, work_client, BearerToken, UnitSpec, PROTOCOL_VERSION};
 use tokio::sync::watch;
 
 use crate::unit::{Runner, UnitError};
@@ -23,10 +23,13 @@ pub struct PullConfig {
     pub device: String,
     /// Wait between lease requests when there is no work.
     pub idle_poll: Duration,
+    /// CA certificate (PEM) for an `https://` coordinator.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
-/// Runs units from the coordinator until `shutdown` becomes true; a unit in progress is
-/// finished and delivered first. Connection failures are retried.
+/// Runs units from the coordinator until `shutdown` becomes true; a unit in progress then is
+/// released (given back unfinished, without counting an attempt) so another worker takes it
+/// at once. Connection failures are retried.
 pub async fn pull_loop(
     cfg: PullConfig,
     runner: Runner,
@@ -57,7 +60,8 @@ async fn session(
     runner: &Arc<Mutex<Runner>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut client = work_client(connect(&cfg.coordinator, token).await?);
+    let mut client =
+        work_client(connect_with(&cfg.coordinator, token, cfg.ca_pem.as_deref()).await?);
     let reg = client
         .register(RegisterRequest {
             protocol: PROTOCOL_VERSION,
@@ -117,6 +121,22 @@ async fn session(
                 loop {
                     tokio::select! {
                         out = &mut job => break out.unwrap_or_else(|e| Err(UnitError { reason: format!("unit panicked: {e}"), retryable: true })),
+                        _ = shutdown.changed() => {
+                            tracing::info!(unit = %unit.unit_id, "shutting down: releasing the unit");
+                            client
+                                .fail(FailRequest {
+                                    protocol: PROTOCOL_VERSION,
+                                    worker_id: worker_id.clone(),
+                                    unit_id: unit.unit_id.clone(),
+                                    lease_id: unit.lease_id,
+                                    reason: "released: its worker shut down".into(),
+                                    retryable: true,
+                                    released: true,
+                                })
+                                .await
+                                .map_err(|s| format!("release: {}", s.message()))?;
+                            return Ok(());
+                        }
                         _ = ticker.tick() => {
                             if let Err(s) = client.renew(RenewRequest {
                                 protocol: PROTOCOL_VERSION,
@@ -134,16 +154,32 @@ async fn session(
         match outcome {
             Ok(result) => {
                 let result_json = serde_json::to_string(&result).map_err(|e| e.to_string())?;
-                match client
-                    .complete(CompleteRequest {
-                        protocol: PROTOCOL_VERSION,
-                        worker_id: worker_id.clone(),
-                        unit_id: unit.unit_id.clone(),
-                        lease_id: unit.lease_id,
-                        result_json,
-                    })
-                    .await
-                {
+                let req = CompleteRequest {
+                    protocol: PROTOCOL_VERSION,
+                    worker_id: worker_id.clone(),
+                    unit_id: unit.unit_id.clone(),
+                    lease_id: unit.lease_id,
+                    result_json,
+                };
+                // A coordinator that is restarting gets the result when it is back (while
+                // the lease may still be current).
+                let mut pause = Duration::from_millis(100);
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_millis(reg.lease_ttl_ms);
+                let sent = loop {
+                    let r = client.complete(req.clone()).await;
+                    match &r {
+                        Err(s)
+                            if s.code() == tonic::Code::Unavailable
+                                && tokio::time::Instant::now() + pause < deadline =>
+                        {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(2));
+                        }
+                        _ => break r,
+                    }
+                };
+                match sent {
                     Ok(_) => {}
                     Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                         tracing::warn!(unit = %unit.unit_id, "result refused: {}", s.message());
@@ -161,6 +197,7 @@ async fn session(
                         lease_id: unit.lease_id,
                         reason: e.reason,
                         retryable: e.retryable,
+                        released: false,
                     })
                     .await
                 {
