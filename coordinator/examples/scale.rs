@@ -1,7 +1,10 @@
 //! Scale benchmark (not a test): the coordinator on loopback with many simulated workers whose
 //! runner returns at once. Prints unit completions per second and lease latency percentiles.
 //!
-//! `cargo run --release -p compsafe-coordinator --example scale -- [WORKERS] [UNITS]`
+//! `cargo run --release -p compsafe-coordinator --example scale -- [WORKERS] [UNITS] [MODE]`
+//!
+//! MODE `next` (default): workers deliver each result with `lease_next`, as `compsafe worker`
+//! does (one round trip per unit); `separate`: a Lease call and a Complete call per unit.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +18,8 @@ use compsafe_proto::{connect, work_client, BearerToken, UnitResult, PROTOCOL_VER
 async fn main() {
     let mut args = std::env::args().skip(1);
     let workers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let n_units: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let n_units: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let separate = args.next().as_deref() == Some("separate");
     let tmp = std::env::temp_dir().join(format!("compsafe-scale-{}.db", std::process::id()));
     let c = Coordinator::start(SqliteStore::open(&tmp).unwrap(), Config::with_token("t")).unwrap();
     let row = SweepRow {
@@ -74,48 +78,78 @@ async fn main() {
     })
     .unwrap();
     let token = BearerToken::new("t").unwrap();
-    let started = Instant::now();
+    // The clock starts once every worker is connected and registered.
+    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(workers + 1));
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let (url, token, result) = (url.clone(), token.clone(), result.clone());
+        let ready = ready.clone();
         tasks.push(tokio::spawn(async move {
-            let mut w = work_client(connect(&url, &token).await.unwrap());
-            let id = w
-                .register(RegisterRequest {
-                    protocol: PROTOCOL_VERSION,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .worker_id;
+            // A thousand connections at once can overflow the accept queue: retry, as
+            // `compsafe worker` does.
+            let mut tries = 0;
+            let (mut w, id) = loop {
+                tries += 1;
+                let attempt = async {
+                    let mut w = work_client(connect(&url, &token).await?);
+                    let r = w
+                        .register(RegisterRequest {
+                            protocol: PROTOCOL_VERSION,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|s| s.to_string())?;
+                    Ok::<_, String>((w, r.into_inner().worker_id))
+                };
+                match attempt.await {
+                    Ok(x) => break x,
+                    Err(e) if tries < 20 => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                    }
+                    Err(e) => panic!("register: {e}"),
+                }
+            };
+            ready.wait().await;
             let mut latencies = Vec::new();
-            loop {
+            let lease = LeaseRequest {
+                protocol: PROTOCOL_VERSION,
+                worker_id: id.clone(),
+                loaded_models: vec![],
+            };
+            let t = Instant::now();
+            let mut unit = w.lease(lease.clone()).await.unwrap().into_inner().unit;
+            latencies.push(t.elapsed());
+            while let Some(u) = unit {
                 let t = Instant::now();
-                let l = w
-                    .lease(LeaseRequest {
+                let r = w
+                    .complete(CompleteRequest {
                         protocol: PROTOCOL_VERSION,
                         worker_id: id.clone(),
+                        unit_id: u.unit_id,
+                        lease_id: u.lease_id,
+                        result_json: result.clone(),
+                        lease_next: !separate,
                         loaded_models: vec![],
                     })
                     .await
                     .unwrap()
                     .into_inner();
-                latencies.push(t.elapsed());
-                let Some(u) = l.unit else { break };
-                w.complete(CompleteRequest {
-                    protocol: PROTOCOL_VERSION,
-                    worker_id: id.clone(),
-                    unit_id: u.unit_id,
-                    lease_id: u.lease_id,
-                    result_json: result.clone(),
-                })
-                .await
-                .unwrap();
+                unit = if separate {
+                    let t = Instant::now();
+                    let next = w.lease(lease.clone()).await.unwrap().into_inner().unit;
+                    latencies.push(t.elapsed());
+                    next
+                } else {
+                    latencies.push(t.elapsed());
+                    r.next
+                };
             }
             latencies
         }));
     }
+    ready.wait().await;
+    let started = Instant::now();
     let mut lat: Vec<Duration> = Vec::new();
     for t in tasks {
         lat.extend(t.await.unwrap());
@@ -124,7 +158,8 @@ async fn main() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
     println!(
-        "{workers} workers, {n_units} units: {:.0} completions/s, lease latency p50 {:?} p99 {:?} ({:.2?} total)",
+        "{workers} workers, {n_units} units, {}: {:.0} completions/s, lease latency p50 {:?} p99 {:?} ({:.2?} total)",
+        if separate { "lease + complete" } else { "complete with lease_next" },
         f64::from(n_units) / elapsed.as_secs_f64(),
         pct(0.5),
         pct(0.99),

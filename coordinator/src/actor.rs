@@ -9,7 +9,13 @@ use crate::plan::{now_ms, rfc3339};
 use crate::sched::{Progress, SchedError, Scheduler};
 use crate::store::Store;
 
-type Job<S> = Box<dyn FnOnce(&mut Scheduler<S>, u64, &str) -> Vec<String> + Send>;
+/// Sends a command's answer once its writes are durable (`Err`: they could not be made so).
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+type Job<S> = Box<dyn FnOnce(&mut Scheduler<S>, u64, &str) -> (Vec<String>, Reply) + Send>;
+
+/// Commands run in one store transaction at most (group commit).
+const BATCH: usize = 256;
 
 /// A command for the scheduler task: a closure run on the state, with the caller's span.
 struct Command<S: Store> {
@@ -55,10 +61,40 @@ impl<S: Store> Handle<S> {
                 loop {
                     let changed = tokio::select! {
                         cmd = rx.recv() => match cmd {
-                            Some(cmd) => {
+                            Some(first) => {
+                                // Group commit: the commands waiting now run in one
+                                // transaction, and their answers go out once it is durable.
                                 let now = now_ms();
-                                let _g = cmd.span.enter();
-                                (cmd.job)(&mut sched, now, &rfc3339(now))
+                                let stamp = rfc3339(now);
+                                let batched = sched.begin_batch();
+                                if let Err(e) = &batched {
+                                    tracing::error!("starting a store transaction: {e}");
+                                }
+                                let mut replies = Vec::new();
+                                let mut changed = Vec::new();
+                                let mut next = Some(first);
+                                while let Some(cmd) = next.take() {
+                                    let _g = cmd.span.enter();
+                                    let (c, reply) = (cmd.job)(&mut sched, now, &stamp);
+                                    changed.extend(c);
+                                    replies.push(reply);
+                                    if replies.len() < BATCH {
+                                        next = rx.try_recv().ok();
+                                    }
+                                }
+                                let durable = match batched {
+                                    Ok(()) => sched.end_batch().map_err(|e| {
+                                        tracing::error!("committing to the store: {e}");
+                                        e.to_string()
+                                    }),
+                                    Err(e) => Err(e.to_string()),
+                                };
+                                for reply in replies {
+                                    reply(durable.clone());
+                                }
+                                changed.sort_unstable();
+                                changed.dedup();
+                                changed
                             }
                             None => break,
                         },
@@ -97,8 +133,16 @@ impl<S: Store> Handle<S> {
         let (reply, rx) = oneshot::channel();
         let job: Job<S> = Box::new(move |s, now, stamp| {
             let (out, changed) = f(s, now, stamp);
-            let _ = reply.send(out);
-            changed
+            let send: Reply = Box::new(move |durable: Result<(), String>| {
+                let out = match durable {
+                    Ok(()) => out,
+                    Err(e) => Err(SchedError::Unavailable(format!(
+                        "the coordinator's store failed: {e}"
+                    ))),
+                };
+                let _ = reply.send(out);
+            });
+            (changed, send)
         });
         self.tx
             .send(Command {

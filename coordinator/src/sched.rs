@@ -44,6 +44,9 @@ pub enum SchedError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The answer could not be made durable; try again.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<SchedError> for tonic::Status {
@@ -55,6 +58,7 @@ impl From<SchedError> for tonic::Status {
             }
             SchedError::Invalid(m) => tonic::Status::invalid_argument(m),
             SchedError::Store(e) => tonic::Status::internal(e.to_string()),
+            SchedError::Unavailable(m) => tonic::Status::unavailable(m),
         }
     }
 }
@@ -665,6 +669,16 @@ impl<S: Store> Scheduler<S> {
         let horizon = now.saturating_sub(self.cfg.lease_ttl_ms);
         self.seen.retain(|_, t| *t >= horizon);
         self.seen.len()
+    }
+
+    /// Starts a group of store writes made durable together by [`Scheduler::end_batch`].
+    pub fn begin_batch(&mut self) -> Result<(), SchedError> {
+        Ok(self.store.begin_batch()?)
+    }
+
+    /// Makes the store writes since [`Scheduler::begin_batch`] durable.
+    pub fn end_batch(&mut self) -> Result<(), SchedError> {
+        Ok(self.store.end_batch()?)
     }
 
     /// The ids of sweeps a unit belongs to (for progress notifications).

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::actor::Handle;
 use crate::plan::{assemble_sweep, check_spec, now_ms, plan, rfc3339, sweep_id};
-use crate::sched::{Progress, SchedConfig, SchedError, Scheduler};
+use crate::sched::{Lease, Progress, SchedConfig, SchedError, Scheduler};
 use crate::store::{SqliteStore, Store, SweepRow, SweepState};
 
 /// How the coordinator is run.
@@ -145,6 +145,34 @@ impl<S: Store> Coordinator<S> {
     pub fn handle(&self) -> &Handle<S> {
         &self.inner.handle
     }
+}
+
+/// Leases the next unit to `worker` (run on the scheduler task).
+fn lease_on<S: Store>(
+    s: &mut Scheduler<S>,
+    worker: &str,
+    loaded: &[String],
+    now: u64,
+    stamp: &str,
+) -> (Result<Option<Lease>, SchedError>, Vec<String>) {
+    let out = s.lease(worker, loaded, now, stamp);
+    let changed = match &out {
+        Ok(Some(l)) => {
+            metrics::counter!("compsafe_leases_total").increment(1);
+            vec![l.spec.sweep_id.clone()]
+        }
+        _ => vec![],
+    };
+    (out, changed)
+}
+
+fn work_unit(l: Lease) -> Result<WorkUnit, Status> {
+    Ok(WorkUnit {
+        unit_id: l.unit_id,
+        lease_id: l.lease_id,
+        deadline_unix_ms: l.deadline_ms,
+        unit_json: serde_json::to_string(&l.spec).map_err(|e| Status::internal(e.to_string()))?,
+    })
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<SweepStatus, Status>> + Send + 'static>>;
@@ -350,28 +378,11 @@ impl<S: Store> Work for Coordinator<S> {
             .handle
             .call(move |s, now, stamp| {
                 s.touch(&req.worker_id, now);
-                let out = s.lease(&req.worker_id, &req.loaded_models, now, stamp);
-                let changed = match &out {
-                    Ok(Some(l)) => vec![l.spec.sweep_id.clone()],
-                    _ => vec![],
-                };
-                (out, changed)
+                lease_on(s, &req.worker_id, &req.loaded_models, now, stamp)
             })
             .await?;
-        let unit = match lease {
-            Some(l) => Some(WorkUnit {
-                unit_id: l.unit_id,
-                lease_id: l.lease_id,
-                deadline_unix_ms: l.deadline_ms,
-                unit_json: serde_json::to_string(&l.spec)
-                    .map_err(|e| Status::internal(e.to_string()))?,
-            }),
-            None => None,
-        };
+        let unit = lease.map(work_unit).transpose()?;
         metrics::histogram!("compsafe_lease_seconds").record(started.elapsed().as_secs_f64());
-        if unit.is_some() {
-            metrics::counter!("compsafe_leases_total").increment(1);
-        }
         Ok(Response::new(LeaseResponse { unit }))
     }
 
@@ -397,27 +408,39 @@ impl<S: Store> Work for Coordinator<S> {
     ) -> Result<Response<CompleteResponse>, Status> {
         let req = req.into_inner();
         check_protocol(req.protocol)?;
-        let accepted = self
+        let started = std::time::Instant::now();
+        let outcome = self
             .inner
             .handle
             .call(move |s, now, stamp| {
                 s.touch(&req.worker_id, now);
-                let changed = Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
-                (
-                    s.complete(&req.unit_id, req.lease_id, &req.result_json, now, stamp),
-                    changed,
-                )
+                let mut changed: Vec<String> =
+                    Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
+                let accepted =
+                    match s.complete(&req.unit_id, req.lease_id, &req.result_json, now, stamp) {
+                        Ok(a) => a,
+                        Err(e) => return (Err(e), changed),
+                    };
+                if !req.lease_next {
+                    return (Ok((accepted, None)), changed);
+                }
+                let (next, more) = lease_on(s, &req.worker_id, &req.loaded_models, now, stamp);
+                changed.extend(more);
+                (next.map(|n| (accepted, n)), changed)
             })
             .await;
-        let outcome = match &accepted {
-            Ok(true) => "accepted",
-            Ok(false) => "duplicate",
+        let kind = match &outcome {
+            Ok((true, _)) => "accepted",
+            Ok((false, _)) => "duplicate",
             Err(_) => "refused",
         };
-        metrics::counter!("compsafe_results_total", "outcome" => outcome).increment(1);
-        Ok(Response::new(CompleteResponse {
-            accepted: accepted?,
-        }))
+        metrics::counter!("compsafe_results_total", "outcome" => kind).increment(1);
+        let (accepted, next) = outcome?;
+        let next = next.map(work_unit).transpose()?;
+        if next.is_some() {
+            metrics::histogram!("compsafe_lease_seconds").record(started.elapsed().as_secs_f64());
+        }
+        Ok(Response::new(CompleteResponse { accepted, next }))
     }
 
     async fn fail(&self, req: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {

@@ -164,6 +164,14 @@ pub trait Store: Send + 'static {
     fn result(&self, sweep_id: &str, ordinal: u32) -> Result<Option<String>, StoreError>;
     /// Every stored result of a sweep, by ordinal.
     fn results(&self, sweep_id: &str) -> Result<Vec<(u32, String)>, StoreError>;
+    /// Starts a group of writes that [`Store::end_batch`] makes durable together.
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Makes the writes since [`Store::begin_batch`] durable.
+    fn end_batch(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// [`Store`] in a SQLite file (WAL journal), or in memory for tests.
@@ -231,7 +239,7 @@ fn save_unit_on(conn: &Connection, u: &UnitRow) -> Result<(), StoreError> {
 
 impl Store for SqliteStore {
     fn create_sweep(&mut self, s: &SweepRow, units: &[UnitRow]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute(
             "INSERT INTO sweeps (id, name, spec_text, spec_path, state, created_ms, started_at, finished_at, error)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -287,13 +295,26 @@ impl Store for SqliteStore {
     }
 
     fn complete_unit(&mut self, u: &UnitRow, result: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.prepare_cached(
             "INSERT OR IGNORE INTO results (sweep_id, ordinal, result) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![u.sweep_id, u.ordinal, result])?;
         save_unit_on(&tx, u)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn end_batch(&mut self) -> Result<(), StoreError> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -362,3 +362,174 @@ fn simulated_fleet_with_crashing_workers_finishes_every_unit_once() {
     assert_eq!((p.state, p.done), (SweepState::Done, 40));
     assert_eq!(s.results("s").unwrap().len(), 40);
 }
+
+#[test]
+fn a_released_unit_is_requeued_at_once_without_spending_an_attempt() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 2);
+    s.submit(row, units, "t").unwrap();
+    // Released three times (max_attempts is 3), the unit is still leasable.
+    for i in 0..3 {
+        let l = s.lease("w1", &[], i, "t").unwrap().unwrap();
+        s.release(&l.unit_id, l.lease_id, "worker stopping", i)
+            .unwrap();
+        let p = s.progress("s").unwrap();
+        assert_eq!((p.queued, p.leased), (1, 0));
+        // The released lease is fenced.
+        assert!(matches!(
+            s.complete(&l.unit_id, l.lease_id, &result(2, "late"), i, "t"),
+            Err(SchedError::Fenced(_))
+        ));
+    }
+    let l = s.lease("w2", &[], 10, "t").unwrap().unwrap();
+    assert!(s
+        .complete(&l.unit_id, l.lease_id, &result(2, "r"), 11, "t")
+        .unwrap());
+    assert_eq!(s.progress("s").unwrap().state, SweepState::Done);
+}
+
+#[test]
+fn release_all_takes_back_every_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("state.db");
+    {
+        let mut s = open(&db);
+        let (row, units) = sweep("s", 1, 3, 1);
+        s.submit(row, units, "t").unwrap();
+        for w in ["a", "b", "c"] {
+            s.lease(w, &[], 0, "t").unwrap().unwrap();
+        }
+    }
+    let mut s = open(&db);
+    assert_eq!(s.progress("s").unwrap().leased, 3);
+    assert_eq!(s.release_all("interrupted").unwrap(), vec!["s".to_string()]);
+    let p = s.progress("s").unwrap();
+    assert_eq!((p.queued, p.leased), (3, 0));
+    // Leasable at once, long before the old deadlines.
+    assert!(s.lease("d", &[], 1, "t").unwrap().is_some());
+}
+
+#[test]
+fn a_batch_is_durable_whole_or_not_at_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("state.db");
+    {
+        let mut s = open(&db);
+        let (row, units) = sweep("s", 1, 2, 1);
+        s.submit(row, units, "t").unwrap();
+        s.begin_batch().unwrap();
+        let a = s.lease("a", &[], 0, "t").unwrap().unwrap();
+        s.complete(&a.unit_id, a.lease_id, &result(1, "r"), 1, "t")
+            .unwrap();
+        s.end_batch().unwrap();
+        // This batch never commits: the coordinator dies inside it.
+        s.begin_batch().unwrap();
+        let b = s.lease("b", &[], 2, "t").unwrap().unwrap();
+        s.complete(&b.unit_id, b.lease_id, &result(1, "r"), 3, "t")
+            .unwrap();
+        assert_eq!(s.progress("s").unwrap().state, SweepState::Done);
+    }
+    let s = open(&db);
+    let p = s.progress("s").unwrap();
+    assert_eq!(
+        (p.state, p.done, p.queued, p.leased),
+        (SweepState::Running, 1, 1, 0)
+    );
+    assert_eq!(s.results("s").unwrap().len(), 1);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Lease(u8),
+        Complete(u8),
+        Fail(u8, bool),
+        Release(u8),
+        Advance(u16),
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..4).prop_map(Op::Lease),
+            4 => (0u8..8).prop_map(Op::Complete),
+            1 => (0u8..8, any::<bool>()).prop_map(|(i, r)| Op::Fail(i, r)),
+            1 => (0u8..8).prop_map(Op::Release),
+            2 => (0u16..1500).prop_map(Op::Advance),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever workers do (and however often the coordinator restarts), the counts match
+        /// the units, lease ids never repeat, a unit has a result exactly when it is done, and
+        /// a done unit's first result is the one kept.
+        #[test]
+        fn scheduler_invariants_hold(ops in proptest::collection::vec(op(), 1..120)) {
+            let tmp = tempfile::tempdir().unwrap();
+            let db = tmp.path().join("state.db");
+            let mut s = open(&db);
+            let (row, units) = sweep("s", 2, 3, 1);
+            let total = units.len() as u32;
+            s.submit(row, units, "t").unwrap();
+            let mut now = 0u64;
+            let mut held: Vec<compsafe_coordinator::sched::Lease> = Vec::new();
+            let mut leases = std::collections::HashSet::new();
+            let mut first_result = std::collections::BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Lease(w) => {
+                        if let Some(l) = s.lease(&format!("w{w}"), &[], now, "t").unwrap() {
+                            prop_assert!(leases.insert(l.lease_id), "lease id repeated");
+                            held.push(l);
+                        }
+                    }
+                    Op::Complete(i) if !held.is_empty() => {
+                        let l = held.remove(i as usize % held.len());
+                        let tag = format!("r{}", l.lease_id);
+                        if let Ok(true) = s.complete(&l.unit_id, l.lease_id, &result(1, &tag), now, "t") {
+                            prop_assert!(first_result.insert(l.unit_id.clone(), tag).is_none());
+                        }
+                    }
+                    Op::Fail(i, retryable) if !held.is_empty() => {
+                        let l = held.remove(i as usize % held.len());
+                        let _ = s.fail(&l.unit_id, l.lease_id, "boom", retryable, now, "t");
+                    }
+                    Op::Release(i) if !held.is_empty() => {
+                        let l = held.remove(i as usize % held.len());
+                        let _ = s.release(&l.unit_id, l.lease_id, "bye", now);
+                    }
+                    Op::Advance(ms) => {
+                        now += u64::from(ms);
+                        s.expire(now, "t").unwrap();
+                    }
+                    Op::Restart => {
+                        drop(s);
+                        s = open(&db);
+                    }
+                    _ => {}
+                }
+                let p = s.progress("s").unwrap();
+                prop_assert_eq!(p.queued + p.leased + p.done + p.failed, total);
+                let stored = s.results("s").unwrap();
+                prop_assert_eq!(stored.len() as u32, p.done);
+                // Counts kept incrementally agree with a scheduler rebuilt from the store.
+                let fresh = open(&db).progress("s").unwrap();
+                prop_assert_eq!(
+                    (fresh.queued, fresh.leased, fresh.done, fresh.failed, fresh.state),
+                    (p.queued, p.leased, p.done, p.failed, p.state)
+                );
+                for (ord, text) in stored {
+                    let r: UnitResult = serde_json::from_str(&text).unwrap();
+                    let want = &first_result[&format!("s:{ord}")];
+                    prop_assert_eq!(r.variant.name.as_str(), want.as_str());
+                }
+            }
+        }
+    }
+}

@@ -74,6 +74,8 @@ async fn session(
     let worker_id = reg.worker_id;
     let renew_every = Duration::from_millis((reg.lease_ttl_ms / 3).max(50));
     tracing::info!(worker = %worker_id, "registered");
+    // A unit leased together with the last result.
+    let mut next: Option<compsafe_proto::pb::WorkUnit> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -82,16 +84,22 @@ async fn session(
             .lock()
             .map_err(|_| "runner poisoned")?
             .loaded_models();
-        let lease = client
-            .lease(LeaseRequest {
-                protocol: PROTOCOL_VERSION,
-                worker_id: worker_id.clone(),
-                loaded_models: loaded,
-            })
-            .await
-            .map_err(|s| format!("lease: {}", s.message()))?
-            .into_inner();
-        let Some(unit) = lease.unit else {
+        let leased = match next.take() {
+            Some(unit) => Some(unit),
+            None => {
+                client
+                    .lease(LeaseRequest {
+                        protocol: PROTOCOL_VERSION,
+                        worker_id: worker_id.clone(),
+                        loaded_models: loaded,
+                    })
+                    .await
+                    .map_err(|s| format!("lease: {}", s.message()))?
+                    .into_inner()
+                    .unit
+            }
+        };
+        let Some(unit) = leased else {
             tokio::select! {
                 _ = tokio::time::sleep(cfg.idle_poll) => {}
                 _ = shutdown.changed() => {}
@@ -160,6 +168,11 @@ async fn session(
                     unit_id: unit.unit_id.clone(),
                     lease_id: unit.lease_id,
                     result_json,
+                    lease_next: !*shutdown.borrow(),
+                    loaded_models: runner
+                        .lock()
+                        .map_err(|_| "runner poisoned")?
+                        .loaded_models(),
                 };
                 // A coordinator that is restarting gets the result when it is back (while
                 // the lease may still be current).
@@ -180,7 +193,7 @@ async fn session(
                     }
                 };
                 match sent {
-                    Ok(_) => {}
+                    Ok(r) => next = r.into_inner().next,
                     Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                         tracing::warn!(unit = %unit.unit_id, "result refused: {}", s.message());
                     }
