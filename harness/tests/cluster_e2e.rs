@@ -70,6 +70,35 @@ fn read_report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
 }
 
+/// Asserts `a` equals `b`, numbers within `rel` relative difference.
+fn assert_close(a: &serde_json::Value, b: &serde_json::Value, rel: f64, at: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= rel * x.abs().max(y.abs()).max(1e-12),
+                "{at}: {x} vs {y}"
+            );
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_close(x, y, rel, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let kx: Vec<_> = x.keys().collect();
+            let ky: Vec<_> = y.keys().collect();
+            assert_eq!(kx, ky, "{at}: keys");
+            for (k, v) in x {
+                assert_close(v, &y[k], rel, &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
 /// The report of `compsafe run --direct` (sequential, no coordinator), without run identity.
 fn direct_report(spec: &Path, out: &Path) -> serde_json::Value {
     let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
@@ -188,31 +217,38 @@ fn cluster_report_equals_direct_run_with_1_and_3_workers() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path());
     let local = direct_report(&spec, &tmp.path().join("local"));
-    // `compsafe run`: the in-process cluster, with two workers and small units.
-    let run = tmp.path().join("run");
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
-        .args([
-            "run",
-            spec.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--workers",
-            "2",
-            "--prompts-per-unit",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        run.join("sweep.db").is_file(),
-        "state kept in the output directory"
-    );
+    // `compsafe run`: the in-process cluster with two workers; whole suites per unit give
+    // the same batches as the direct run, so the same numbers to the bit.
+    let run = |dir: &str, per_unit: &str| {
+        let out = tmp.path().join(dir);
+        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+            .args([
+                "run",
+                spec.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--workers",
+                "2",
+                "--prompts-per-unit",
+                per_unit,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            out.join("sweep.db").is_file(),
+            "state kept in the output directory"
+        );
+        without_run_identity(read_report(&out))
+    };
     assert_eq!(
-        without_run_identity(read_report(&run)),
+        run("run", "0"),
         local,
         "compsafe run differs from compsafe run --direct"
     );
+    // Units of 3 prompts batch differently: the same verdicts, counts and responses, and
+    // logit statistics equal up to float rounding.
+    assert_close(&run("run3", "3"), &local, 1e-6, "$");
     for workers in [1, 3] {
         let dir = tmp.path().join(format!("cluster{workers}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -412,7 +448,21 @@ fn an_interrupted_run_resumes_where_it_stopped() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(tmp.path());
-    let local = direct_report(&spec, &tmp.path().join("local"));
+    // The uninterrupted run with the same unit size.
+    let clean = tmp.path().join("clean");
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            clean.to_str().unwrap(),
+            "--prompts-per-unit",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let clean = without_run_identity(read_report(&clean));
     let out = tmp.path().join("run");
     let resume = |out: &Path| {
         Command::new(env!("CARGO_BIN_EXE_compsafe"))
@@ -480,7 +530,7 @@ fn an_interrupted_run_resumes_where_it_stopped() {
         sweep.as_str(),
         "the same sweep continued"
     );
-    assert_eq!(without_run_identity(got), local);
+    assert_eq!(without_run_identity(got), clean);
 }
 
 /// A free loopback port (bound, then released).
