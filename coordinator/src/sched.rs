@@ -494,6 +494,13 @@ impl<S: Store> Scheduler<S> {
                 row.id
             )));
         }
+        if u.lease_id == lease_id && u.state != UnitState::Leased {
+            return Err(SchedError::Fenced(format!(
+                "lease {lease_id} of unit {} has ended: {}",
+                u.id(),
+                u.error
+            )));
+        }
         if u.state != UnitState::Leased || u.lease_id != lease_id {
             return Err(SchedError::Fenced(format!(
                 "lease {lease_id} of unit {} is no longer current",

@@ -135,8 +135,14 @@ impl ModelConfig {
 
     /// Parses HF `config.json` text; the error names the field and value at fault.
     pub fn from_hf_json(text: &str) -> std::result::Result<ModelConfig, String> {
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            if e.path().iter().next().is_some() {
+                format!("invalid config: field `{}`: {}", e.path(), e.inner())
+            } else {
+                format!("invalid config: {}", e.inner())
+            }
+        })?;
         let arch_name = raw
             .model_type
             .clone()

@@ -174,6 +174,21 @@ fn safetensor_files(dir: &Path) -> Result<Vec<PathBuf>> {
     })
 }
 
+/// Refuses a tensor holding NaN or infinity: such a checkpoint is reported, not evaluated.
+fn check_finite(file: &Path, name: &str, t: &Tensor) -> Result<()> {
+    let values = t.flatten_all()?.to_vec1::<f32>()?;
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(EngineError::bad_file(
+            file,
+            format!(
+                "tensor `{name}` has a non-finite weight ({}) at flat index {i}; a checkpoint with NaN or infinite weights is not evaluated",
+                values[i]
+            ),
+        )),
+    }
+}
+
 fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let config_path = dir.join("config.json");
     if !config_path.exists() {
@@ -218,8 +233,9 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
                 ));
             }
             let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .to_device(device)?;
+                .to_dtype(DType::F32)?;
+            check_finite(file, &name, &t)?;
+            let t = t.to_device(device)?;
             stored_bits.insert(name.clone(), bits);
             weights.insert(name, t);
         }
