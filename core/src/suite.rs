@@ -777,11 +777,18 @@ pub fn check_source(src: &SuiteSource, field: &str) -> Result<Vec<Filter>, Field
 /// descriptor's or spec's directory).
 pub fn load_suite(src: &SuiteSource, base_dir: &Path) -> Result<Suite, FieldError> {
     let file = base_dir.join(&src.file);
-    let filters = check_source(src, "")?;
-    let format = resolve_format(src, &file).map_err(|e| e.in_file(&file))?;
+    check_source(src, "")?;
+    resolve_format(src, &file).map_err(|e| e.in_file(&file))?;
     let text = read_text(&file)?;
-    let rows = parse_rows(&text, format, &file)?;
-    let path = file.as_path();
+    suite_from_text(src, &text, &file)
+}
+
+/// The suite described by `src` from the text of its file (`file` names it in errors).
+pub fn suite_from_text(src: &SuiteSource, text: &str, file: &Path) -> Result<Suite, FieldError> {
+    let filters = check_source(src, "")?;
+    let format = resolve_format(src, file).map_err(|e| e.in_file(file))?;
+    let rows = parse_rows(text, format, file)?;
+    let path = file;
 
     // Every mapped column must exist; report the first row lacking it. For CSV all rows share
     // the header, for JSON each object is checked as it is read.
@@ -982,7 +989,7 @@ pub fn load_suite(src: &SuiteSource, base_dir: &Path) -> Result<Suite, FieldErro
     Ok(Suite {
         name: src.name.clone(),
         expect: src.expect,
-        file,
+        file: file.to_path_buf(),
         judge,
         labels,
         prompts,

@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod fixture;
 pub mod generate;
+pub mod gguf_header;
 pub mod integrity;
 pub mod loader;
 pub mod model;

@@ -189,6 +189,52 @@ fn check_finite(file: &Path, name: &str, t: &Tensor) -> Result<()> {
     }
 }
 
+/// The tensors of one safetensors file (`bytes`; `file` names it in errors) that `expected`
+/// names, each checked for dtype, shape and finite values, in f32 on `device`, with the bits
+/// per weight they had on disk.
+pub fn read_safetensors(
+    file: &Path,
+    bytes: &[u8],
+    expected: &BTreeMap<String, Vec<usize>>,
+    device: &Device,
+) -> Result<Vec<(String, Tensor, f64)>> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| EngineError::bad_file(file, format!("invalid safetensors: {e}")))?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        let Some(shape) = expected.get(&name) else {
+            // Buffers such as rotary inv_freq, or an lm_head that a tied model also stores.
+            continue;
+        };
+        let (dtype, bits) = match view.dtype() {
+            safetensors::Dtype::F32 => (DType::F32, 32.0),
+            safetensors::Dtype::F16 => (DType::F16, 16.0),
+            safetensors::Dtype::BF16 => (DType::BF16, 16.0),
+            other => {
+                return Err(EngineError::bad_file(
+                    file,
+                    format!("tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"),
+                ))
+            }
+        };
+        if view.shape() != shape.as_slice() {
+            return Err(EngineError::bad_file(
+                file,
+                format!(
+                    "tensor `{name}` has shape {:?} but config.json implies {:?}",
+                    view.shape(),
+                    shape
+                ),
+            ));
+        }
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?
+            .to_dtype(DType::F32)?;
+        check_finite(file, &name, &t)?;
+        out.push((name, t.to_device(device)?, bits));
+    }
+    Ok(out)
+}
+
 fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let config_path = dir.join("config.json");
     if !config_path.exists() {
@@ -204,38 +250,7 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let mut stored_bits = BTreeMap::new();
     for file in &files {
         let bytes = map_file(file)?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| EngineError::bad_file(file, format!("invalid safetensors: {e}")))?;
-        for (name, view) in st.tensors() {
-            let Some(shape) = expected.get(&name) else {
-                // Buffers such as rotary inv_freq, or an lm_head that a tied model also stores.
-                continue;
-            };
-            let (dtype, bits) = match view.dtype() {
-                safetensors::Dtype::F32 => (DType::F32, 32.0),
-                safetensors::Dtype::F16 => (DType::F16, 16.0),
-                safetensors::Dtype::BF16 => (DType::BF16, 16.0),
-                other => {
-                    return Err(EngineError::bad_file(
-                        file,
-                        format!("tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"),
-                    ))
-                }
-            };
-            if view.shape() != shape.as_slice() {
-                return Err(EngineError::bad_file(
-                    file,
-                    format!(
-                        "tensor `{name}` has shape {:?} but config.json implies {:?}",
-                        view.shape(),
-                        shape
-                    ),
-                ));
-            }
-            let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?
-                .to_dtype(DType::F32)?;
-            check_finite(file, &name, &t)?;
-            let t = t.to_device(device)?;
+        for (name, t, bits) in read_safetensors(file, &bytes, &expected, device)? {
             stored_bits.insert(name.clone(), bits);
             weights.insert(name, t);
         }
@@ -309,7 +324,16 @@ fn gguf_to_hf_name(name: &str) -> Option<String> {
 }
 
 fn load_gguf(path: &Path, device: &Device) -> Result<Checkpoint> {
-    let mut file = File::open(path).map_err(io_err(path))?;
+    let bytes = map_file(path)?;
+    read_gguf(path, &bytes, device)
+}
+
+/// Reads a GGUF checkpoint from its bytes (`path` names it in errors). The header is walked
+/// with every length checked against the bytes present before it is decoded.
+pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoint> {
+    crate::gguf_header::scan(bytes)
+        .map_err(|e| EngineError::bad_file(path, format!("invalid GGUF: {e}")))?;
+    let mut file = std::io::Cursor::new(bytes);
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| EngineError::bad_file(path, format!("invalid GGUF: {e}")))?;
     let arch_key = content
