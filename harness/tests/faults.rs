@@ -40,7 +40,7 @@ limit = {limit}
 name = "xstest-safe"
 limit = {limit}
 [generation]
-max_new_tokens = 12
+max_new_tokens = 24
 [stats]
 bootstrap_resamples = 100
 "#,
@@ -198,7 +198,7 @@ fn round(
             start.elapsed() < Duration::from_secs(900),
             "round {seed} stalled: {s:?}"
         );
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..350)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..250)));
         let mut actions = Vec::new();
         if kills < quota.kills {
             actions.extend([0; 4]);
@@ -287,7 +287,7 @@ fn round(
 fn sweeps_survive_kills_restarts_pauses_and_partitions() {
     let full = std::env::var("COMPSAFE_FAULTS").is_ok_and(|m| m == "full");
     let tmp = tempfile::tempdir().unwrap();
-    let limit = if full { 12 } else { 6 };
+    let limit = if full { 12 } else { 8 };
     let spec = write_spec(tmp.path(), limit);
     let clean = tmp.path().join("clean");
     run(&spec, &clean, &["--prompts-per-unit", "1"]);
@@ -322,8 +322,13 @@ fn sweeps_survive_kills_restarts_pauses_and_partitions() {
             &mut tally,
         );
         seed += 1;
-        let enough = !full || (tally.worker_kills >= 100 && tally.coordinator_restarts >= 10);
-        if enough || seed > 30 {
+        // Rounds go on until the totals are reached (a round ends with its sweep).
+        let (kills, restarts) = if full { (100, 10) } else { (3, 1) };
+        let enough = tally.worker_kills >= kills
+            && tally.coordinator_restarts >= restarts
+            && tally.pauses >= 1
+            && (netns.is_none() || tally.partitions >= 1);
+        if enough || seed > 40 {
             break;
         }
     }

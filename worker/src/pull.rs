@@ -54,6 +54,20 @@ pub async fn pull_loop(
     Ok(())
 }
 
+/// The runner; after a unit panicked while holding it, its caches are dropped (they may be
+/// half-built) and it serves the next unit afresh.
+fn lock(runner: &Mutex<Runner>) -> std::sync::MutexGuard<'_, Runner> {
+    match runner.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            let mut g = poisoned.into_inner();
+            g.reset();
+            runner.clear_poison();
+            g
+        }
+    }
+}
+
 async fn session(
     cfg: &PullConfig,
     token: &BearerToken,
@@ -80,10 +94,7 @@ async fn session(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let loaded = runner
-            .lock()
-            .map_err(|_| "runner poisoned")?
-            .loaded_models();
+        let loaded = lock(&runner).loaded_models();
         let leased = match next.take() {
             Some(unit) => Some(unit),
             None => {
@@ -115,14 +126,7 @@ async fn session(
             Ok(spec) => {
                 tracing::info!(unit = %unit.unit_id, variant = spec.variant, suite = spec.suite, "running");
                 let r = runner.clone();
-                let job = tokio::task::spawn_blocking(move || {
-                    r.lock()
-                        .map_err(|_| UnitError {
-                            reason: "runner poisoned".into(),
-                            retryable: true,
-                        })?
-                        .run(&spec)
-                });
+                let job = tokio::task::spawn_blocking(move || lock(&r).run(&spec));
                 tokio::pin!(job);
                 let mut ticker = tokio::time::interval(renew_every);
                 ticker.tick().await;
@@ -169,10 +173,7 @@ async fn session(
                     lease_id: unit.lease_id,
                     result_json,
                     lease_next: !*shutdown.borrow(),
-                    loaded_models: runner
-                        .lock()
-                        .map_err(|_| "runner poisoned")?
-                        .loaded_models(),
+                    loaded_models: lock(&runner).loaded_models(),
                 };
                 // A coordinator that is restarting gets the result when it is back (while
                 // the lease may still be current).

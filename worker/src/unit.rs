@@ -81,6 +81,14 @@ impl Runner {
         }
     }
 
+    /// Drops every cache (specs, the loaded model, the derived variant).
+    pub fn reset(&mut self) {
+        self.specs.clear();
+        self.loaded = None;
+        self.derived = None;
+        self.model_integrity.clear();
+    }
+
     /// Model paths held in memory (sent with every lease request for placement).
     pub fn loaded_models(&self) -> Vec<String> {
         self.loaded
