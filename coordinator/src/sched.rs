@@ -154,6 +154,15 @@ impl SweepEntry {
         u.state = state;
     }
 
+    /// Requeues leased unit `i` without counting its attempt.
+    fn give_back(&mut self, i: usize, reason: &str) {
+        self.set_state(i, UnitState::Queued);
+        let u = &mut self.units[i];
+        u.attempts = u.attempts.saturating_sub(1);
+        u.error = reason.to_string();
+        self.cursor = self.cursor.min(i);
+    }
+
     fn reference_done(&self, suite: u32) -> bool {
         self.reference_pending.get(&suite).copied().unwrap_or(0) == 0
     }
@@ -615,12 +624,8 @@ impl<S: Store> Scheduler<S> {
     ) -> Result<(), SchedError> {
         let (s, i) = Self::current(&mut self.sweeps, unit_id)?;
         Self::check_lease(&s.row, &s.units[i], lease_id, now)?;
-        s.set_state(i, UnitState::Queued);
-        let u = &mut s.units[i];
-        u.attempts = u.attempts.saturating_sub(1);
-        u.error = reason.to_string();
-        self.store.save_unit(u)?;
-        s.cursor = s.cursor.min(i);
+        s.give_back(i, reason);
+        self.store.save_unit(&s.units[i])?;
         Ok(())
     }
 
@@ -634,15 +639,10 @@ impl<S: Store> Scheduler<S> {
                 continue;
             }
             for i in 0..s.units.len() {
-                if s.units[i].state != UnitState::Leased {
-                    continue;
+                if s.units[i].state == UnitState::Leased {
+                    s.give_back(i, reason);
+                    self.store.save_unit(&s.units[i])?;
                 }
-                s.set_state(i, UnitState::Queued);
-                let u = &mut s.units[i];
-                u.attempts = u.attempts.saturating_sub(1);
-                u.error = reason.to_string();
-                self.store.save_unit(u)?;
-                s.cursor = s.cursor.min(i);
             }
             changed.push(s.row.id.clone());
         }

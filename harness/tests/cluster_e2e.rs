@@ -11,14 +11,9 @@ use compsafe_coordinator::{Config, Coordinator, SqliteStore};
 use compsafe_proto::pb::{GetRequest, ListRequest, SubmitRequest};
 use compsafe_proto::{connect, sweeps_client, BearerToken, PROTOCOL_VERSION};
 
-const TOKEN: &str = "s3cret-token";
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use common::{root, without_run_identity, TOKEN};
 
 fn write_spec(dir: &Path) -> PathBuf {
     let model = root().join("engine/tests/fixtures/hf/llama-gqa");
@@ -48,13 +43,6 @@ bootstrap_resamples = 100
     )
     .unwrap();
     spec
-}
-
-fn without_run_identity(mut v: serde_json::Value) -> serde_json::Value {
-    for k in ["id", "started_at", "finished_at"] {
-        v["sweep"].as_object_mut().unwrap().remove(k);
-    }
-    v
 }
 
 fn read_report(dir: &Path) -> serde_json::Value {
@@ -619,33 +607,15 @@ fn tls_serves_clients_that_trust_its_ca_and_refuses_plain_text() {
 
 #[test]
 fn the_coordinator_serves_prometheus_metrics() {
-    use std::io::{BufRead, Read, Write};
+    use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_compsafe"))
-        .args([
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--db",
-            tmp.path().join("c.db").to_str().unwrap(),
-            "--metrics-listen",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .env("COMPSAFE_TOKEN", TOKEN)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find_map(|l| {
-            l.strip_prefix("coordinator listening on ")
-                .and_then(|r| r.split(',').next())
-                .map(str::to_string)
-        })
-        .unwrap();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let (mut child, url) = common::coordinator(
+        "127.0.0.1:0",
+        &tmp.path().join("c.db"),
+        &["--metrics-listen", &metrics],
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

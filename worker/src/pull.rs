@@ -94,7 +94,7 @@ async fn session(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let loaded = lock(&runner).loaded_models();
+        let loaded = lock(runner).loaded_models();
         let leased = match next.take() {
             Some(unit) => Some(unit),
             None => {
@@ -173,7 +173,7 @@ async fn session(
                     lease_id: unit.lease_id,
                     result_json,
                     lease_next: !*shutdown.borrow(),
-                    loaded_models: lock(&runner).loaded_models(),
+                    loaded_models: lock(runner).loaded_models(),
                 };
                 // A coordinator that is restarting gets the result when it is back (while
                 // the lease may still be current).
