@@ -31,8 +31,8 @@ for t in "${targets[@]}"; do
     -print_final_stats=1) >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' | tail -1)
-  took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1)
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' | tail -1 || true)
+  took=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1 || true)
   crashes=$(find "fuzz/artifacts/$t" -type f 2>/dev/null | wc -l | tr -d ' ')
   printf '{"target": "%s", "executions": %s, "seconds": %s, "crashes": %s, "exit": %s}\n' \
     "$t" "${execs:-0}" "${took:-$secs}" "$crashes" "$rc" | tee "$out/fuzz-$t.json"

@@ -238,7 +238,7 @@ impl ModelConfig {
             }
             _ => None,
         };
-        Ok(ModelConfig {
+        let config = ModelConfig {
             arch,
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -256,7 +256,35 @@ impl ModelConfig {
             sliding_window,
             bos_token_id: token_ids(&raw.bos_token_id).first().copied(),
             eos_token_ids: token_ids(&raw.eos_token_id),
-        })
+        };
+        config.check_sizes()?;
+        Ok(config)
+    }
+
+    /// Refuses sizes no supported model has (they would only make the loader allocate what a
+    /// corrupt or hostile file announces); the error names the field and value.
+    pub fn check_sizes(&self) -> std::result::Result<(), String> {
+        let limits = [
+            ("num_hidden_layers", self.num_layers, 1 << 10),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 19),
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("num_attention_heads", self.num_heads, 1 << 12),
+            ("head_dim", self.head_dim, 1 << 12),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 24,
+            ),
+        ];
+        for (field, value, max) in limits {
+            if value == 0 || value > max {
+                return Err(format!(
+                    "field `{field}` = {value}: must be between 1 and {max}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Inverse frequencies of the rotary embedding, computed in f32 as transformers does.

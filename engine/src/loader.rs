@@ -402,6 +402,19 @@ pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoin
         bos_token_id: tok.bos,
         eos_token_ids: tok.eos.into_iter().collect(),
     };
+    // Every layer has its own tensors: a block count beyond the tensors present is corrupt.
+    if config.num_layers > content.tensor_infos.len() {
+        return Err(EngineError::bad_file(
+            path,
+            format!(
+                "metadata `{a}.block_count` = {layers} but the file holds {} tensors",
+                content.tensor_infos.len()
+            ),
+        ));
+    }
+    config
+        .check_sizes()
+        .map_err(|e| EngineError::bad_file(path, format!("metadata: {e}")))?;
     let expected: BTreeMap<String, Vec<usize>> = config.expected_shapes().into_iter().collect();
     let mut weights = WeightMap::new();
     let mut quantized = BTreeMap::new();

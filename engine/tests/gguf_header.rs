@@ -101,3 +101,28 @@ fn block_sizes_match_ggml() {
     assert!(tensor_bytes(8, &[33]).is_err());
     assert!(tensor_bytes(99, &[1]).is_err());
 }
+
+#[test]
+fn a_block_count_beyond_the_tensors_is_refused_before_allocating() {
+    // Found by fuzzing: a valid small file whose `llama.block_count` says 13 million layers.
+    let bytes = read("fuzz/seeds/gguf/oom-block-count.gguf");
+    let e = read_gguf(Path::new("fuzzed.gguf"), &bytes, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("fuzzed.gguf") && e.contains("block_count"),
+        "{e}"
+    );
+}
+
+#[test]
+fn configs_with_impossible_sizes_are_refused() {
+    let text = std::fs::read_to_string(root().join("fuzz/seeds/tiny-config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["num_hidden_layers"] = 50_000_000.into();
+    let e = compsafe_engine::config::ModelConfig::from_hf_json(&v.to_string()).unwrap_err();
+    assert!(
+        e.contains("num_hidden_layers") && e.contains("50000000"),
+        "{e}"
+    );
+}
