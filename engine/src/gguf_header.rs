@@ -165,14 +165,30 @@ pub fn scan(bytes: &[u8]) -> Result<GgufHeader, String> {
     for _ in 0..n_kv {
         let key = c.string("metadata key")?.to_string();
         let t = c.u32(&format!("metadata `{key}` type"))?;
-        if key == "general.alignment" && t == 4 {
+        if key == "general.alignment" && t <= 5 {
+            // Any integer type is honoured by decoders; zero would divide by zero there.
             let at = c.at;
-            alignment = u64::from(c.u32("general.alignment")?);
-            if alignment == 0 || !alignment.is_power_of_two() {
+            let what = "metadata `general.alignment`";
+            let v: i64 = match t {
+                0 => i64::from(c.take(1, what)?[0]),
+                1 => i64::from(c.take(1, what)?[0] as i8),
+                2 => i64::from(u16::from_le_bytes(
+                    c.take(2, what)?.try_into().unwrap_or([0; 2]),
+                )),
+                3 => i64::from(i16::from_le_bytes(
+                    c.take(2, what)?.try_into().unwrap_or([0; 2]),
+                )),
+                4 => i64::from(c.u32(what)?),
+                _ => i64::from(i32::from_le_bytes(
+                    c.take(4, what)?.try_into().unwrap_or([0; 4]),
+                )),
+            };
+            if v <= 0 || !(v as u64).is_power_of_two() {
                 return Err(format!(
-                    "metadata `general.alignment` at byte {at} = {alignment}: not a power of two"
+                    "metadata `general.alignment` at byte {at} = {v}: not a power of two"
                 ));
             }
+            alignment = v as u64;
         } else {
             skip_value(&mut c, t, &key, 0)?;
         }

@@ -126,3 +126,23 @@ fn configs_with_impossible_sizes_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_zero_alignment_of_any_integer_type_is_refused() {
+    // Found by fuzzing: `general.alignment` = 0 stored as an 8-bit integer made the GGUF
+    // decoder divide by zero.
+    let bytes = read("fuzz/seeds/gguf/crash-zero-alignment.gguf");
+    let e = read_gguf(Path::new("fuzzed.gguf"), &bytes, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("general.alignment"), "{e}");
+    for t in 0u32..=5 {
+        let mut b = header(3, 0, 1);
+        b.extend(17u64.to_le_bytes());
+        b.extend(b"general.alignment");
+        b.extend(t.to_le_bytes());
+        b.extend([0u8; 8]);
+        let e = scan(&b).unwrap_err();
+        assert!(e.contains("not a power of two"), "type {t}: {e}");
+    }
+}
