@@ -515,7 +515,8 @@ pub async fn serve<S: Store>(
         .add_service(InterceptedService::new(sweeps, auth.clone()))
         .add_service(InterceptedService::new(work, auth))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Small replies must not wait for the peer's delayed ACK (Nagle).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

@@ -84,6 +84,18 @@ def main():
             out.append("| %s | %s | not run | | |" % (t, what[t]))
         else:
             out.append("| %s | %s | %s | %s | %s |" % (t, what[t], f"{f['executions']:,}", f["seconds"], f["crashes"]))
+    found = []
+    seeds = os.path.join(ROOT, "fuzz", "seeds")
+    for t in sorted(os.listdir(seeds)):
+        d = os.path.join(seeds, t)
+        if os.path.isdir(d):
+            found += ["`fuzz/seeds/%s/%s`" % (t, f) for f in sorted(os.listdir(d)) if f.startswith(("crash-", "oom-"))]
+    if found:
+        out.append(
+            "\nInputs that crashed earlier runs were fixed and kept as seeds, each with a regression "
+            "test in `engine/tests/gguf_header.rs`: " + ", ".join(found) + ". The runs in the table "
+            "above started after those fixes."
+        )
     print("\n".join(out))
 
 
