@@ -93,8 +93,8 @@ def main():
     if found:
         out.append(
             "\nInputs that crashed earlier runs were fixed and kept as seeds, each with a regression "
-            "test in `engine/tests/gguf_header.rs`: " + ", ".join(found) + ". The runs in the table "
-            "above started after those fixes."
+            "test in `engine/tests/gguf_header.rs`: " + ", ".join(found) + ". The run in the table "
+            "above (gguf) started after those fixes."
         )
     print("\n".join(out))
 

@@ -223,3 +223,25 @@ async fn session(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_poisoned_by_a_panicking_unit_is_reset_and_usable() {
+        let runner = Arc::new(Mutex::new(Runner::new(candle_core::Device::Cpu, None)));
+        let r = runner.clone();
+        let panicked = std::thread::spawn(move || {
+            let _g = r.lock().unwrap();
+            panic!("a unit panicked");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(runner.is_poisoned());
+        let g = lock(&runner);
+        assert!(g.loaded_models().is_empty());
+        drop(g);
+        assert!(!runner.is_poisoned(), "the poison is cleared");
+    }
+}
