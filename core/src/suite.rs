@@ -777,16 +777,27 @@ pub fn check_source(src: &SuiteSource, field: &str) -> Result<Vec<Filter>, Field
 /// descriptor's or spec's directory).
 pub fn load_suite(src: &SuiteSource, base_dir: &Path) -> Result<Suite, FieldError> {
     let file = base_dir.join(&src.file);
-    check_source(src, "")?;
-    resolve_format(src, &file).map_err(|e| e.in_file(&file))?;
+    // The description is checked before the file is read, so its errors come first.
+    let filters = check_source(src, "")?;
+    let format = resolve_format(src, &file).map_err(|e| e.in_file(&file))?;
     let text = read_text(&file)?;
-    suite_from_text(src, &text, &file)
+    build_suite(src, &text, &file, filters, format)
 }
 
 /// The suite described by `src` from the text of its file (`file` names it in errors).
 pub fn suite_from_text(src: &SuiteSource, text: &str, file: &Path) -> Result<Suite, FieldError> {
     let filters = check_source(src, "")?;
     let format = resolve_format(src, file).map_err(|e| e.in_file(file))?;
+    build_suite(src, text, file, filters, format)
+}
+
+fn build_suite(
+    src: &SuiteSource,
+    text: &str,
+    file: &Path,
+    filters: Vec<Filter>,
+    format: Format,
+) -> Result<Suite, FieldError> {
     let rows = parse_rows(text, format, file)?;
     let path = file;
 

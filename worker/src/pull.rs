@@ -94,10 +94,10 @@ async fn session(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let loaded = lock(runner).loaded_models();
         let leased = match next.take() {
             Some(unit) => Some(unit),
             None => {
+                let loaded = lock(runner).loaded_models();
                 client
                     .lease(LeaseRequest {
                         protocol: PROTOCOL_VERSION,
