@@ -45,6 +45,9 @@ pub enum Command {
     Cancel(IdArgs),
     /// Writes the reports of a finished sweep.
     Report(ReportArgs),
+    /// Asks a coordinator's grpc.health.v1 service whether it is serving (exit 0 when it is,
+    /// 1 when it answers but is not serving, 3 when it cannot be reached); needs no token.
+    Health(HealthArgs),
     /// Fixture checkpoints.
     Fixture {
         /// What to do with the fixtures.
@@ -166,16 +169,16 @@ pub struct DiffArgs {
 #[derive(Debug, Args)]
 pub struct CoordinatorArgs {
     /// Address to listen on, e.g. 0.0.0.0:7070 (port 0 picks a free port).
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_LISTEN")]
     pub listen: String,
     /// SQLite database holding the sweeps (created if missing; reopened to resume).
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_DB")]
     pub db: PathBuf,
     /// File holding the bearer token (default: COMPSAFE_TOKEN).
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Refuse specs whose model paths resolve outside this directory.
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_MODEL_ROOT")]
     pub model_root: Option<PathBuf>,
     /// Lease duration without renewal, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
@@ -187,13 +190,13 @@ pub struct CoordinatorArgs {
     #[arg(long, default_value_t = 0)]
     pub prompts_per_unit: usize,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, env = "COMPSAFE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, env = "COMPSAFE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9090.
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
@@ -201,19 +204,19 @@ pub struct CoordinatorArgs {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Coordinator URL, e.g. http://10.0.0.5:7070.
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_COORDINATOR")]
     pub coordinator: String,
     /// Device: cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, env = "COMPSAFE_DEVICE", default_value = "cpu")]
     pub device: String,
     /// File holding the bearer token (default: COMPSAFE_TOKEN).
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Refuse units whose model paths resolve outside this directory.
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_MODEL_ROOT")]
     pub model_root: Option<PathBuf>,
     /// CA certificate (PEM) that the coordinator's TLS certificate chains to (https:// URLs).
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
 }
 
@@ -228,11 +231,33 @@ pub struct ClientArgs {
     )]
     pub coordinator: String,
     /// File holding the bearer token (default: COMPSAFE_TOKEN).
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) that the coordinator's TLS certificate chains to (https:// URLs).
-    #[arg(long)]
+    #[arg(long, env = "COMPSAFE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+}
+
+/// Arguments of `compsafe health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Coordinator URL, e.g. http://10.0.0.5:7070.
+    #[arg(
+        long,
+        env = "COMPSAFE_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub coordinator: String,
+    /// CA certificate (PEM) that the coordinator's TLS certificate chains to (https:// URLs).
+    #[arg(long, env = "COMPSAFE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Service to ask about: "" (the server as a whole), compsafe.v1.Sweeps or
+    /// compsafe.v1.Work.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up after this many milliseconds (connecting included).
+    #[arg(long, default_value_t = 5_000)]
+    pub timeout_ms: u64,
 }
 
 /// Arguments of `compsafe submit`.

@@ -1,5 +1,5 @@
-//! `compsafe coordinator`, `worker`, `submit`, `status`, `watch`, `cancel` and `report`:
-//! a sweep on a cluster.
+//! `compsafe coordinator`, `worker`, `submit`, `status`, `watch`, `cancel`, `report` and
+//! `health`: a sweep on a cluster.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +9,9 @@ use compsafe_core::Report;
 use compsafe_proto::pb::{CancelRequest, GetRequest, SubmitRequest, SweepStatus};
 use compsafe_proto::{connect_with, sweeps_client, BearerToken, PROTOCOL_VERSION};
 
-use crate::cli::{ClientArgs, CoordinatorArgs, IdArgs, ReportArgs, SubmitArgs, WorkerArgs};
+use crate::cli::{
+    ClientArgs, CoordinatorArgs, HealthArgs, IdArgs, ReportArgs, SubmitArgs, WorkerArgs,
+};
 use crate::exit::{Failure, Outcome};
 
 pub(crate) fn infra(message: impl Into<String>) -> Failure {
@@ -260,4 +262,51 @@ pub fn report_cmd(args: &ReportArgs) -> Result<Outcome, Failure> {
         println!("wrote {}", p.display());
     }
     Ok(Outcome::Ok)
+}
+
+/// `compsafe health`: grpc.health.v1 Check against the coordinator.
+pub fn health_cmd(args: &HealthArgs) -> Result<Outcome, Failure> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let ca = tls_ca(args.tls_ca.as_deref())?;
+    let limit = Duration::from_millis(args.timeout_ms.max(1));
+    let status = runtime()?.block_on(async {
+        let ask = async {
+            let ch = compsafe_proto::channel(&args.coordinator, ca.as_deref())
+                .await
+                .map_err(infra)?;
+            HealthClient::new(ch)
+                .check(HealthCheckRequest {
+                    service: args.service.clone(),
+                })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|s| match s.code() {
+                    tonic::Code::NotFound => Failure::input(format!(
+                        "--service = {:?}: the coordinator at {} serves no such service",
+                        args.service, args.coordinator
+                    )),
+                    _ => infra(format!(
+                        "health check of {} failed: {}",
+                        args.coordinator,
+                        s.message()
+                    )),
+                })
+        };
+        tokio::time::timeout(limit, ask).await.map_err(|_| {
+            infra(format!(
+                "no health answer from {} within {} ms",
+                args.coordinator, args.timeout_ms
+            ))
+        })?
+    })?;
+    let name = ServingStatus::try_from(status)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN");
+    println!("{}: {name}", args.coordinator);
+    Ok(if status == ServingStatus::Serving as i32 {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }

@@ -70,6 +70,7 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Watch(args) => cluster::watch_cmd(&args),
         Command::Cancel(args) => cluster::cancel_cmd(&args),
         Command::Report(args) => cluster::report_cmd(&args),
+        Command::Health(args) => cluster::health_cmd(&args),
         Command::Fixture {
             command: FixtureCommand::Train(args),
         } => {

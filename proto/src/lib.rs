@@ -73,6 +73,15 @@ pub async fn connect_with(
     token: &BearerToken,
     ca_pem: Option<&[u8]>,
 ) -> Result<AuthChannel, String> {
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel(url, ca_pem).await?,
+        token.clone(),
+    ))
+}
+
+/// A channel to the coordinator at `url` without credentials (for grpc.health.v1, which
+/// needs none); `https://` URLs need the CA certificate `ca_pem`.
+pub async fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<tonic::transport::Channel, String> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("coordinator URL {url:?}: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(10));
@@ -90,16 +99,12 @@ pub async fn connect_with(
             "coordinator URL {url}: a CA certificate was given, so the URL must be https://"
         ));
     }
-    let channel = endpoint.connect().await.map_err(|e| {
+    endpoint.connect().await.map_err(|e| {
         format!(
             "cannot reach the coordinator at {url}: {}",
             source_chain(&e)
         )
-    })?;
-    Ok(tonic::service::interceptor::InterceptedService::new(
-        channel,
-        token.clone(),
-    ))
+    })
 }
 
 /// An error with its causes, `a: b: c`.
