@@ -4,7 +4,7 @@
 use candle_core::{Tensor, D};
 
 use crate::error::{EngineError, Result};
-use crate::model::{KvCache, Model};
+use crate::model::Model;
 
 /// Why a sequence stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +156,7 @@ fn generate_batch(
         )));
     }
     let device = model.device().clone();
-    let mut cache = KvCache::new(model.config.num_layers);
+    let mut cache = model.new_cache(longest);
     let mask = model.mask(&pos, &pos)?;
     let ids_t = Tensor::from_vec(ids, (n, len), &device)?;
     let hidden = model.forward_hidden(&ids_t, &pos_tensor(model, &pos)?, &mask, &mut cache)?;

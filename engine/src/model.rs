@@ -37,14 +37,24 @@ impl Linear {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `flat` multiplies a `[batch, seq, in]` input as one `[batch * seq, in]` matrix (one
+    /// GEMM that reads the weight once) instead of a batched product over a broadcast weight.
+    fn forward(&self, x: &Tensor, flat: bool) -> Result<Tensor> {
         let (y, b) = match self {
             Linear::Dense { w, b } => {
                 let y = match *x.dims() {
+                    [bsz, s, k] if flat && x.is_contiguous() => x
+                        .reshape((bsz * s, k))?
+                        .matmul(&w.t()?)?
+                        .reshape((bsz, s, ()))?,
                     [bsz, _, _] => x.matmul(&w.broadcast_left(bsz)?.t()?)?,
                     _ => x.matmul(&w.t()?)?,
                 };
                 (y, b)
+            }
+            // Quantized matmul takes f32 activations on every backend.
+            Linear::Quant { m, b } if x.dtype() != DType::F32 => {
+                (m.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?, b)
             }
             Linear::Quant { m, b } => (m.forward(x)?, b),
         };
@@ -69,19 +79,48 @@ struct Layer {
 }
 
 /// Per-layer key/value cache of a batch: `[batch, kv_heads, time, head_dim]` per layer.
+///
+/// It grows by concatenation, or, when made [`with_capacity`](KvCache::with_capacity), is
+/// written in place into buffers allocated once for the whole generation (no copy of the
+/// cached keys and values per step; the layout GPUs want).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     k: Vec<Option<Tensor>>,
     v: Vec<Option<Tensor>>,
+    /// Time steps allocated per buffer; 0 grows by concatenation.
+    capacity: usize,
+    /// Time steps filled.
+    len: usize,
 }
 
 impl KvCache {
-    /// An empty cache for `layers` layers.
+    /// An empty cache for `layers` layers that grows by concatenation.
     pub fn new(layers: usize) -> KvCache {
         KvCache {
             k: vec![None; layers],
             v: vec![None; layers],
+            capacity: 0,
+            len: 0,
         }
+    }
+
+    /// An empty cache for `layers` layers holding up to `capacity` time steps in buffers
+    /// allocated at the first forward pass.
+    pub fn with_capacity(layers: usize, capacity: usize) -> KvCache {
+        KvCache {
+            capacity,
+            ..KvCache::new(layers)
+        }
+    }
+
+    /// Time steps cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Keeps only the given batch rows (sequences that are still generating).
@@ -90,6 +129,50 @@ impl KvCache {
             *t = t.index_select(rows, 0)?;
         }
         Ok(())
+    }
+
+    /// Appends layer `i`'s new keys and values (`[batch, kv_heads, new, head_dim]`) at the
+    /// current length and returns the cached ones including them.
+    fn append(&mut self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let new = k.dim(2)?;
+        if self.capacity == 0 {
+            let (k, v) = match (&self.k[i], &self.v[i]) {
+                (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                _ => (k, v),
+            };
+            self.k[i] = Some(k.clone());
+            self.v[i] = Some(v.clone());
+            return Ok((k, v));
+        }
+        let end = self.len + new;
+        if end > self.capacity {
+            return Err(EngineError::Invalid(format!(
+                "KV cache of {} steps cannot take {end}",
+                self.capacity
+            )));
+        }
+        let mut out = Vec::with_capacity(2);
+        for (slot, x) in [(&mut self.k[i], k), (&mut self.v[i], v)] {
+            let (b, h, _, d) = x.dims4()?;
+            let buf = match slot {
+                Some(buf) => buf.clone(),
+                None => {
+                    let buf = Tensor::zeros((b, h, self.capacity, d), x.dtype(), x.device())?;
+                    *slot = Some(buf.clone());
+                    buf
+                }
+            };
+            buf.slice_set(&x.contiguous()?, 2, self.len)?;
+            out.push(buf.narrow(2, 0, end)?);
+        }
+        let v = out.pop().expect("two tensors");
+        let k = out.pop().expect("two tensors");
+        Ok((k, v))
+    }
+
+    /// Records that a forward pass of `new` time steps went through every layer.
+    fn advance(&mut self, new: usize) {
+        self.len += new;
     }
 }
 
@@ -108,6 +191,7 @@ pub struct Model {
     device: Device,
     dtype: DType,
     training: bool,
+    fast_paths: bool,
 }
 
 impl Model {
@@ -116,25 +200,39 @@ impl Model {
         Model::with_variant(ckpt, &Compressed::default())
     }
 
-    /// Builds a model from a checkpoint with a compressor's replacements applied.
+    /// Builds a model from a checkpoint with a compressor's replacements applied; it computes
+    /// in f32 whatever dtype the weights are stored in.
     pub fn with_variant(ckpt: &Checkpoint, variant: &Compressed) -> Result<Model> {
+        Model::with_variant_in(ckpt, variant, DType::F32)
+    }
+
+    /// Like [`with_variant`](Model::with_variant), computing in `dtype` (f32, bf16 or f16):
+    /// dense weights, activations and the KV cache are held in it; quantized matmuls take
+    /// f32 activations; logits are returned in f32.
+    pub fn with_variant_in(ckpt: &Checkpoint, variant: &Compressed, dtype: DType) -> Result<Model> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(EngineError::Invalid(format!(
+                "compute dtype {dtype:?}: expected f32, bf16 or f16"
+            )));
+        }
         let cfg = ckpt.config.clone();
         let device = ckpt
             .weights
             .values()
             .next()
             .map(|t| t.device().clone())
+            .or_else(|| ckpt.quantized.values().next().map(|q| q.device()))
             .unwrap_or(Device::Cpu);
-        let dtype = DType::F32;
         let dense = |name: &str| -> Result<Tensor> {
             if let Some(LinearWeight::Dense(t)) = variant.weights.get(name) {
                 return Ok(t.to_dtype(dtype)?);
             }
-            ckpt.weights.get(name).cloned().ok_or_else(|| {
+            let t = ckpt.weights.get(name).ok_or_else(|| {
                 EngineError::Invalid(format!(
                     "tensor `{name}` is not available as a dense tensor"
                 ))
-            })
+            })?;
+            Ok(t.to_dtype(dtype)?)
         };
         let weight = |name: &str| -> Result<LinearWeight> {
             if let Some(w) = variant.weights.get(name) {
@@ -184,6 +282,8 @@ impl Model {
             linear("lm_head.weight", false)?
         };
         let (cos, sin) = rope_tables(&cfg, &device)?;
+        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let fast_paths = !device.is_cpu();
         Ok(Model {
             norm: dense("model.norm.weight")?,
             config: cfg,
@@ -196,7 +296,38 @@ impl Model {
             device,
             dtype,
             training: false,
+            fast_paths,
         })
+    }
+
+    /// Chooses the kernels of the forward pass. With fast paths (the default off the CPU)
+    /// linear layers run as one flat GEMM, grouped-query attention multiplies the shared keys
+    /// and values without repeating them per query head, and generation writes the KV cache
+    /// in place. Without them (the CPU default) the forward pass runs the kernels whose
+    /// results the reference fixtures pin. Both compute the same function; they differ in
+    /// floating-point rounding only.
+    pub fn set_fast_paths(&mut self, on: bool) {
+        self.fast_paths = on;
+    }
+
+    /// Whether the fast paths are on (see [`set_fast_paths`](Model::set_fast_paths)).
+    pub fn fast_paths(&self) -> bool {
+        self.fast_paths
+    }
+
+    /// The dtype the model computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A KV cache for generating up to `steps` positions (prompt and new tokens): in place
+    /// with fast paths, growing by concatenation otherwise.
+    pub fn new_cache(&self, steps: usize) -> KvCache {
+        if self.fast_paths {
+            KvCache::with_capacity(self.config.num_layers, steps)
+        } else {
+            KvCache::new(self.config.num_layers)
+        }
     }
 
     /// Switches to differentiable (slower) kernels for norm, softmax and rotary embedding so
@@ -288,71 +419,75 @@ impl Model {
         let sin = self.sin.index_select(&flat_pos, 0)?.reshape((b, s, half))?;
         let scale = 1.0 / (cfg.head_dim as f64).sqrt();
         let n_rep = cfg.num_heads / cfg.num_kv_heads;
+        let flat = self.fast_paths;
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::trace_span!("layer", i).entered();
             let h = self.norm(&x, &layer.attn_norm)?;
             let q = layer
                 .q
-                .forward(&h)?
+                .forward(&h, flat)?
                 .reshape((b, s, cfg.num_heads, cfg.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let k = layer
                 .k
-                .forward(&h)?
+                .forward(&h, flat)?
                 .reshape((b, s, cfg.num_kv_heads, cfg.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let v = layer
                 .v
-                .forward(&h)?
+                .forward(&h, flat)?
                 .reshape((b, s, cfg.num_kv_heads, cfg.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let q = self.rotate(&q, &cos, &sin)?;
             let k = self.rotate(&k, &cos, &sin)?;
-            let (k, v) = match (&cache.k[i], &cache.v[i]) {
-                (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                _ => (k, v),
-            };
-            cache.k[i] = Some(k.clone());
-            cache.v[i] = Some(v.clone());
-            let (k, v) = if n_rep > 1 {
-                let (_, kvh, t, d) = k.dims4()?;
-                (
-                    k.unsqueeze(2)?.expand((b, kvh, n_rep, t, d))?.reshape((
-                        b,
-                        kvh * n_rep,
-                        t,
-                        d,
-                    ))?,
-                    v.unsqueeze(2)?.expand((b, kvh, n_rep, t, d))?.reshape((
-                        b,
-                        kvh * n_rep,
-                        t,
-                        d,
-                    ))?,
-                )
+            let (k, v) = cache.append(i, k, v)?;
+            let out = if self.fast_paths {
+                grouped_attention(&q, &k, &v, mask, scale, n_rep, |a| self.softmax(a))?
             } else {
-                (k, v)
+                let (k, v) = if n_rep > 1 {
+                    let (_, kvh, t, d) = k.dims4()?;
+                    (
+                        k.unsqueeze(2)?.expand((b, kvh, n_rep, t, d))?.reshape((
+                            b,
+                            kvh * n_rep,
+                            t,
+                            d,
+                        ))?,
+                        v.unsqueeze(2)?.expand((b, kvh, n_rep, t, d))?.reshape((
+                            b,
+                            kvh * n_rep,
+                            t,
+                            d,
+                        ))?,
+                    )
+                } else {
+                    (k, v)
+                };
+                let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+                self.softmax(&att)?.matmul(&v)?
             };
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-            let att = self.softmax(&att)?;
-            let out =
-                att.matmul(&v)?
-                    .transpose(1, 2)?
-                    .reshape((b, s, cfg.num_heads * cfg.head_dim))?;
-            x = (x + layer.o.forward(&out)?)?;
+            let out = out
+                .transpose(1, 2)?
+                .reshape((b, s, cfg.num_heads * cfg.head_dim))?;
+            x = (x + layer.o.forward(&out, flat)?)?;
             let h = self.norm(&x, &layer.mlp_norm)?;
-            let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&act)?)?;
+            let act = (candle_nn::ops::silu(&layer.gate.forward(&h, flat)?)?
+                * layer.up.forward(&h, flat)?)?;
+            x = (x + layer.down.forward(&act, flat)?)?;
         }
+        cache.advance(s);
         self.norm(&x, &self.norm)
     }
 
     /// Output logits for hidden states of any leading shape (`[..., hidden]` -> `[..., vocab]`).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+        Ok(self
+            .lm_head
+            .forward(hidden, self.fast_paths)?
+            .to_dtype(DType::F32)?)
     }
 
     /// Builds the additive mask for queries at `q_pos` over keys at `k_pos` (per batch row;
@@ -362,18 +497,48 @@ impl Model {
         let s = q_pos.first().map_or(0, Vec::len);
         let t = k_pos.first().map_or(0, Vec::len);
         let window = self.config.sliding_window.map(|w| w as i64);
+        // f16 cannot hold MASKED; its lowest finite value masks as well after the softmax.
+        let masked = if self.dtype == DType::F16 {
+            -65504.0
+        } else {
+            MASKED
+        };
         let mut data = Vec::with_capacity(b * s * t);
         for (qs, ks) in q_pos.iter().zip(k_pos) {
             for &qp in qs {
                 for &kp in ks {
                     let visible =
                         kp >= 0 && qp >= 0 && kp <= qp && window.is_none_or(|w| qp - kp < w);
-                    data.push(if visible { 0.0 } else { MASKED });
+                    data.push(if visible { 0.0 } else { masked });
                 }
             }
         }
         Ok(Tensor::from_vec(data, (b, 1, s, t), &self.device)?.to_dtype(self.dtype)?)
     }
+}
+
+/// Attention of `q` (`[b, heads, s, d]`) over the cached `k`, `v` (`[b, kv_heads, t, d]`,
+/// possibly views into larger buffers) when `n_rep` query heads share each key/value head:
+/// the query heads of a group are stacked as rows of one product, so keys and values are read
+/// once per group and never copied. Returns `[b, heads, s, d]`.
+fn grouped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    n_rep: usize,
+    softmax: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (b, heads, s, d) = q.dims4()?;
+    let (_, kvh, t, _) = k.dims4()?;
+    // Query head h uses key/value head h / n_rep, so the rows of a group are contiguous.
+    let q = q.reshape((b, kvh, n_rep * s, d))?;
+    let att = (q.matmul(&k.t()?)? * scale)?
+        .reshape((b, kvh, n_rep, s, t))?
+        .broadcast_add(&mask.unsqueeze(2)?)?;
+    let att = softmax(&att)?.reshape((b, kvh, n_rep * s, t))?;
+    Ok(att.matmul(v)?.reshape((b, heads, s, d))?)
 }
 
 fn rope_tables(cfg: &ModelConfig, device: &Device) -> Result<(Tensor, Tensor)> {
