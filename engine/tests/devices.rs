@@ -2,7 +2,7 @@
 //! GPU's (fast paths: flat GEMMs, grouped-query attention, KV cache written in place), and, in
 //! a build with the `cuda` feature on a machine with a GPU, on cuda:0 with both as well.
 //! `COMPSAFE_REQUIRE_CUDA=1` turns a missing GPU into a failure instead of a CPU-only run (the
-//! GPU check sets it).
+//! GPU check, scripts/gpu-check.sh, sets it).
 //!
 //! The cases compare each device against HF transformers' logits and greedy continuations
 //! (the fixtures of hf_reference.rs) and against the CPU run of the same variant.
@@ -74,8 +74,13 @@ fn targets() -> Vec<Target> {
     out
 }
 
+/// The repository (fixtures and bundled models). `COMPSAFE_REPO_ROOT` overrides the checkout
+/// the test was built in, so a test binary built here runs in another copy of the repository.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    match std::env::var_os("COMPSAFE_REPO_ROOT") {
+        Some(r) => PathBuf::from(r),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -1,0 +1,285 @@
+//! Decode throughput of the engine's own model and generation code on a Llama-3-8B-shaped
+//! model with random weights made on the device (nothing downloaded, nothing read), against
+//! the memory-bandwidth roofline of the device.
+//!
+//! ```text
+//! throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] [--dtype bf16|f16|f32]
+//!            [--batches 1,16,64] [--prompt 128] [--new 128] [--fast on|off]
+//! ```
+//!
+//! `--fast` overrides the device's default choice of kernels (see `Model::set_fast_paths`).
+//!
+//! For each batch size: a warm-up, then greedy generation of `--new` tokens after a prompt of
+//! `--prompt` random tokens per row (no EOS, so every row makes every token), and the same with
+//! one new token (the prefill). It prints one JSON object per line on stdout:
+//!
+//! * `tokens_per_s`: batch x new tokens / wall time of the whole `generate` call (prefill
+//!   included), the figure transformers' `generate` is compared on;
+//! * `decode_tokens_per_s`, `step_ms`: the decode steps alone (the run minus the prefill run);
+//! * `roofline_fraction`: (bytes of weights + KV cache read per decode step, summed over the
+//!   steps) / measured copy bandwidth, divided by the decode time. The copy bandwidth is that
+//!   of a 1 GiB device-to-device copy, counted as bytes read plus bytes written.
+//!
+//! The shapes are those of tools/gpu/shapes.json, which tools/gpu/hf_throughput.py reads too.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use compsafe_engine::compress::{Compressed, WeightMap};
+use compsafe_engine::device::{device_info, parse_device};
+use compsafe_engine::{generate, Checkpoint, GenerateOptions, Model, ModelConfig};
+use serde_json::{json, Value};
+
+const SHAPES: &str = include_str!("../../tools/gpu/shapes.json");
+
+type Error = Box<dyn std::error::Error>;
+
+#[derive(Debug)]
+struct Args {
+    device: String,
+    shape: String,
+    dtype: DType,
+    batches: Vec<usize>,
+    prompt: usize,
+    new: usize,
+    fast: Option<bool>,
+}
+
+fn parse_args() -> Result<Args, Error> {
+    let mut a = Args {
+        device: if cfg!(feature = "cuda") {
+            "cuda:0"
+        } else {
+            "cpu"
+        }
+        .into(),
+        shape: "llama3-8b".into(),
+        dtype: DType::BF16,
+        batches: vec![1, 16, 64],
+        prompt: 128,
+        new: 128,
+        fast: None,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--device" => a.device = value()?.clone(),
+            "--shape" => a.shape = value()?.clone(),
+            "--tiny" => a.shape = "tiny".into(),
+            "--dtype" => {
+                a.dtype = match value()?.as_str() {
+                    "bf16" => DType::BF16,
+                    "f16" => DType::F16,
+                    "f32" => DType::F32,
+                    other => {
+                        return Err(format!("--dtype {other}: expected bf16, f16 or f32").into())
+                    }
+                }
+            }
+            "--batches" => {
+                a.batches = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()?
+            }
+            "--prompt" => a.prompt = value()?.parse()?,
+            "--new" => a.new = value()?.parse()?,
+            "--fast" => {
+                a.fast = Some(match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--fast {other}: expected on or off").into()),
+                })
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] \
+                     [--dtype bf16|f16|f32] [--batches 1,16,64] [--prompt 128] [--new 128] \
+                     [--fast on|off]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    if a.new < 2 || a.prompt == 0 || a.batches.contains(&0) {
+        return Err("--new must be at least 2, --prompt and every batch at least 1".into());
+    }
+    Ok(a)
+}
+
+fn config(shape: &str) -> Result<(ModelConfig, Value), Error> {
+    let shapes: Value = serde_json::from_str(SHAPES)?;
+    let raw = shapes
+        .get(shape)
+        .ok_or_else(|| format!("--shape {shape}: not in tools/gpu/shapes.json"))?;
+    Ok((ModelConfig::from_hf_json(&raw.to_string())?, raw.clone()))
+}
+
+/// Random weights (normal, std 0.02 as transformers initialises Llama; norms at 1) made on
+/// the device in `dtype`.
+fn random_weights(cfg: &ModelConfig, device: &Device, dtype: DType) -> Result<WeightMap, Error> {
+    let mut weights = WeightMap::new();
+    for (name, shape) in cfg.expected_shapes() {
+        let t = if shape.len() == 1 {
+            Tensor::ones(shape.as_slice(), dtype, device)?
+        } else {
+            Tensor::randn(0f32, 0.02, shape.as_slice(), device)?.to_dtype(dtype)?
+        };
+        weights.insert(name, t);
+    }
+    device.synchronize()?;
+    Ok(weights)
+}
+
+/// Device-to-device copy bandwidth in bytes per second (read + written), best of a few
+/// copies of a 1 GiB buffer (64 MiB on the CPU).
+fn copy_bandwidth(device: &Device) -> Result<f64, Error> {
+    let n = if device.is_cpu() { 16 << 20 } else { 256 << 20 };
+    let src = Tensor::zeros(n, DType::F32, device)?;
+    let bytes = (n * 4) as f64;
+    let mut best = f64::INFINITY;
+    for i in 0..6 {
+        device.synchronize()?;
+        let t = Instant::now();
+        let dst = src.copy()?;
+        device.synchronize()?;
+        let s = t.elapsed().as_secs_f64();
+        drop(dst);
+        if i > 0 {
+            best = best.min(s);
+        }
+    }
+    Ok(2.0 * bytes / best)
+}
+
+/// Reproducible token ids in `1..vocab`.
+fn prompts(batch: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..batch)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    1 + ((x >> 33) as usize % (vocab - 1)) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn timed_generate(model: &Model, prompts: &[Vec<u32>], new: usize) -> Result<(f64, usize), Error> {
+    let opts = GenerateOptions {
+        max_new_tokens: new,
+        batch_tokens: usize::MAX,
+        max_batch: prompts.len(),
+        eos: vec![],
+    };
+    model.device().synchronize()?;
+    let t = Instant::now();
+    let out = generate(model, prompts, &opts, None)?;
+    model.device().synchronize()?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok((secs, out.iter().map(|g| g.tokens.len()).sum()))
+}
+
+fn main() -> Result<(), Error> {
+    let args = parse_args()?;
+    let device = parse_device(&args.device)?;
+    let info = device_info(&device)?;
+    let (cfg, _) = config(&args.shape)?;
+    eprintln!("device {}", info.summary());
+
+    let bandwidth = copy_bandwidth(&device)?;
+    eprintln!("copy bandwidth {:.1} GB/s (read + write)", bandwidth / 1e9);
+
+    let t = Instant::now();
+    let weights = random_weights(&cfg, &device, args.dtype)?;
+    let ckpt = Checkpoint::from_weights("random".into(), cfg.clone(), weights);
+    let mut model = Model::with_variant_in(&ckpt, &Compressed::default(), args.dtype)?;
+    if let Some(on) = args.fast {
+        model.set_fast_paths(on);
+    }
+    let elt = args.dtype.size_in_bytes() as f64;
+    let params = ckpt.num_params();
+    let embed = (cfg.vocab_size * cfg.hidden_size) as f64;
+    eprintln!(
+        "{} model: {:.2} B parameters in {:?} ({:.2} GB), made in {:.1} s; fast paths {}",
+        args.shape,
+        params as f64 / 1e9,
+        args.dtype,
+        params as f64 * elt / 1e9,
+        t.elapsed().as_secs_f64(),
+        model.fast_paths()
+    );
+
+    // Warm-up: kernel loading (PTX JIT on a first run), allocator, cuBLAS handles.
+    timed_generate(&model, &prompts(1, 8, cfg.vocab_size, 7), 3)?;
+
+    let mut header = false;
+    for &batch in &args.batches {
+        let p = prompts(batch, args.prompt, cfg.vocab_size, batch as u64);
+        timed_generate(&model, &p, 2)?;
+        let (prefill_s, _) = timed_generate(&model, &p, 1)?;
+        let (total_s, generated) = timed_generate(&model, &p, args.new)?;
+        if generated != batch * args.new {
+            return Err(format!(
+                "generated {generated} tokens, expected {}",
+                batch * args.new
+            )
+            .into());
+        }
+        let decode_s = (total_s - prefill_s).max(1e-9);
+        let steps = (args.new - 1) as f64;
+        // Bytes read per decode step: every weight but the embedding once, the embedding rows
+        // of the batch, and the cached keys and values of every layer.
+        let weight_bytes = (params as f64 - embed) * elt + (batch * cfg.hidden_size) as f64 * elt;
+        let kv_per_pos =
+            2.0 * (cfg.num_layers * batch * cfg.num_kv_heads * cfg.head_dim) as f64 * elt;
+        let kv_bytes: f64 = (1..args.new)
+            .map(|i| kv_per_pos * (args.prompt + i) as f64)
+            .sum();
+        let roofline_s = (steps * weight_bytes + kv_bytes) / bandwidth;
+        let row = json!({
+            "engine": "compsafe",
+            "device": info.id,
+            "gpu": info.name,
+            "shape": args.shape,
+            "dtype": format!("{:?}", args.dtype).to_lowercase(),
+            "fast_paths": model.fast_paths(),
+            "batch": batch,
+            "prompt_tokens": args.prompt,
+            "new_tokens": args.new,
+            "total_s": total_s,
+            "prefill_s": prefill_s,
+            "tokens_per_s": (batch * args.new) as f64 / total_s,
+            "decode_tokens_per_s": batch as f64 * steps / decode_s,
+            "step_ms": decode_s / steps * 1e3,
+            "roofline_step_ms": roofline_s / steps * 1e3,
+            "roofline_fraction": roofline_s / decode_s,
+            "copy_gb_per_s": bandwidth / 1e9,
+        });
+        if !header {
+            eprintln!(
+                "{:>6} {:>12} {:>14} {:>9} {:>13} {:>9}",
+                "batch", "tokens/s", "decode tok/s", "step ms", "roofline ms", "roofline"
+            );
+            header = true;
+        }
+        eprintln!(
+            "{:>6} {:>12.1} {:>14.1} {:>9.3} {:>13.3} {:>8.1}%",
+            batch,
+            row["tokens_per_s"].as_f64().unwrap_or(0.0),
+            row["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
+            row["step_ms"].as_f64().unwrap_or(0.0),
+            row["roofline_step_ms"].as_f64().unwrap_or(0.0),
+            100.0 * row["roofline_fraction"].as_f64().unwrap_or(0.0)
+        );
+        println!("{row}");
+    }
+    Ok(())
+}
