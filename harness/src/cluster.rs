@@ -161,14 +161,16 @@ async fn client(
 }
 
 pub fn submit_cmd(args: &SubmitArgs) -> Result<Outcome, Failure> {
-    // Checked here first so that errors name the user's files; the coordinator checks again.
-    compsafe_core::spec::validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
     let path: PathBuf = args
         .spec
         .canonicalize()
         .map_err(|e| Failure::input(format!("{}: {e}", args.spec.display())))?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+    // The spec's syntax and fields are checked here; its files (model, manifest, suites) are
+    // checked by the coordinator, on the filesystem the workers see, which the submitting
+    // machine may not have (a CI runner submitting to a cluster).
+    compsafe_core::spec::parse_spec(&text, &path).map_err(|e| Failure::input(e.to_string()))?;
     let resp = runtime()?.block_on(async {
         let mut c = client(&args.client).await?;
         c.submit(SubmitRequest {

@@ -153,3 +153,13 @@ pub fn run(spec: &Path, out: &Path, extra: &[&str]) {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A child process killed when dropped, so that a failing test leaves no server behind.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
