@@ -50,8 +50,13 @@ pub struct DeviceInfo {
 impl DeviceInfo {
     /// One line: `cuda:0: NVIDIA H100 80GB HBM3, 79.1 GiB (78.6 GiB free), compute capability 9.0`.
     pub fn summary(&self) -> String {
+        format!("{}: {}", self.id, self.details())
+    }
+
+    /// The summary without the id: name, memory and compute capability.
+    pub fn details(&self) -> String {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        let mut s = format!("{}: {}", self.id, self.name);
+        let mut s = self.name.clone();
         if let Some(t) = self.total_memory {
             s.push_str(&format!(", {:.1} GiB", gib(t)));
             if let Some(f) = self.free_memory {

@@ -214,9 +214,13 @@ fn generate_batch(
         }
         let b = active.len();
         let ids_t = Tensor::from_vec(next.clone(), (b, 1), &device)?;
-        let mask = model.mask(&q_pos, &key_pos)?;
-        let hidden =
-            model.forward_hidden(&ids_t, &pos_tensor(model, &q_pos)?, &mask, &mut cache)?;
+        let mask = model.mask_if_needed(&q_pos, &key_pos)?;
+        let hidden = model.forward_hidden_masked(
+            &ids_t,
+            &pos_tensor(model, &q_pos)?,
+            mask.as_ref(),
+            &mut cache,
+        )?;
         next = model
             .logits(&hidden)?
             .squeeze(1)?

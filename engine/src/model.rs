@@ -407,6 +407,18 @@ impl Model {
         mask: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
+        self.forward_hidden_masked(ids, positions, Some(mask), cache)
+    }
+
+    /// [`forward_hidden`](Model::forward_hidden) with an optional mask; `None` means every
+    /// query attends to every cached key (see [`mask_if_needed`](Model::mask_if_needed)).
+    pub fn forward_hidden_masked(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let cfg = &self.config;
         let mut x =
@@ -466,7 +478,11 @@ impl Model {
                 } else {
                     (k, v)
                 };
-                let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+                let att = (q.matmul(&k.t()?)? * scale)?;
+                let att = match mask {
+                    Some(m) => att.broadcast_add(m)?,
+                    None => att,
+                };
                 self.softmax(&att)?.matmul(&v)?
             };
             let out = out
@@ -493,6 +509,23 @@ impl Model {
     /// Builds the additive mask for queries at `q_pos` over keys at `k_pos` (per batch row;
     /// a negative key position marks padding). Honours the sliding window when there is one.
     pub fn mask(&self, q_pos: &[Vec<i64>], k_pos: &[Vec<i64>]) -> Result<Tensor> {
+        self.build_mask(q_pos, k_pos, false)
+            .map(|m| m.expect("a mask is always built when asked for"))
+    }
+
+    /// Like [`mask`](Model::mask), but `None` when every query sees every key (a decode step
+    /// without padding inside the window): adding zeros changes nothing, so the attention
+    /// skips the addition and the upload.
+    pub fn mask_if_needed(&self, q_pos: &[Vec<i64>], k_pos: &[Vec<i64>]) -> Result<Option<Tensor>> {
+        self.build_mask(q_pos, k_pos, true)
+    }
+
+    fn build_mask(
+        &self,
+        q_pos: &[Vec<i64>],
+        k_pos: &[Vec<i64>],
+        skip_if_open: bool,
+    ) -> Result<Option<Tensor>> {
         let b = q_pos.len();
         let s = q_pos.first().map_or(0, Vec::len);
         let t = k_pos.first().map_or(0, Vec::len);
@@ -504,16 +537,23 @@ impl Model {
             MASKED
         };
         let mut data = Vec::with_capacity(b * s * t);
+        let mut open = true;
         for (qs, ks) in q_pos.iter().zip(k_pos) {
             for &qp in qs {
                 for &kp in ks {
                     let visible =
                         kp >= 0 && qp >= 0 && kp <= qp && window.is_none_or(|w| qp - kp < w);
+                    open &= visible;
                     data.push(if visible { 0.0 } else { masked });
                 }
             }
         }
-        Ok(Tensor::from_vec(data, (b, 1, s, t), &self.device)?.to_dtype(self.dtype)?)
+        if open && skip_if_open {
+            return Ok(None);
+        }
+        Ok(Some(
+            Tensor::from_vec(data, (b, 1, s, t), &self.device)?.to_dtype(self.dtype)?,
+        ))
     }
 }
 
@@ -525,7 +565,7 @@ fn grouped_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: &Tensor,
+    mask: Option<&Tensor>,
     scale: f64,
     n_rep: usize,
     softmax: impl Fn(&Tensor) -> Result<Tensor>,
@@ -534,10 +574,15 @@ fn grouped_attention(
     let (_, kvh, t, _) = k.dims4()?;
     // Query head h uses key/value head h / n_rep, so the rows of a group are contiguous.
     let q = q.reshape((b, kvh, n_rep * s, d))?;
-    let att = (q.matmul(&k.t()?)? * scale)?
-        .reshape((b, kvh, n_rep, s, t))?
-        .broadcast_add(&mask.unsqueeze(2)?)?;
-    let att = softmax(&att)?.reshape((b, kvh, n_rep * s, t))?;
+    let att = (q.matmul(&k.t()?)? * scale)?;
+    let att = match mask {
+        Some(m) => att
+            .reshape((b, kvh, n_rep, s, t))?
+            .broadcast_add(&m.unsqueeze(2)?)?
+            .reshape((b, kvh, n_rep * s, t))?,
+        None => att,
+    };
+    let att = softmax(&att)?;
     Ok(att.matmul(v)?.reshape((b, heads, s, d))?)
 }
 

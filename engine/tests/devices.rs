@@ -415,3 +415,26 @@ fn models_live_on_their_device() {
         assert_eq!(x.device().location(), model.device().location());
     }
 }
+
+/// Decode steps without padding skip the mask; padding or causality keep it.
+#[test]
+fn mask_is_skipped_only_when_every_key_is_visible() {
+    let (dir, _) = tiny_safety();
+    let model = Model::new(&Checkpoint::load(&dir, &Device::Cpu).unwrap()).unwrap();
+    let keys: Vec<i64> = (0..6).collect();
+    assert!(model
+        .mask_if_needed(&[vec![5], vec![5]], &[keys.clone(), keys.clone()])
+        .unwrap()
+        .is_none());
+    let padded = vec![-1, -1, 0, 1, 2, 3];
+    assert!(model
+        .mask_if_needed(&[vec![5], vec![3]], &[keys.clone(), padded])
+        .unwrap()
+        .is_some());
+    let prefill = vec![keys.clone()];
+    assert!(model.mask_if_needed(&prefill, &prefill).unwrap().is_some());
+    assert_eq!(
+        model.mask(&[vec![5]], &[keys]).unwrap().dims(),
+        &[1, 1, 1, 6]
+    );
+}

@@ -36,10 +36,11 @@ pub async fn pull_loop(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let token = BearerToken::new(&cfg.token)?;
+    let device = runner.advertised_device(&cfg.device);
     let runner = Arc::new(Mutex::new(runner));
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
-        match session(&cfg, &token, &runner, &mut shutdown).await {
+        match session(&cfg, &device, &token, &runner, &mut shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!("coordinator session ended: {e}; retrying in {backoff:?}");
@@ -70,6 +71,7 @@ fn lock(runner: &Mutex<Runner>) -> std::sync::MutexGuard<'_, Runner> {
 
 async fn session(
     cfg: &PullConfig,
+    device: &str,
     token: &BearerToken,
     runner: &Arc<Mutex<Runner>>,
     shutdown: &mut watch::Receiver<bool>,
@@ -80,14 +82,14 @@ async fn session(
         .register(RegisterRequest {
             protocol: PROTOCOL_VERSION,
             hostname: std::env::var("HOSTNAME").unwrap_or_default(),
-            device: cfg.device.clone(),
+            device: device.to_string(),
         })
         .await
         .map_err(|s| format!("register: {}", s.message()))?
         .into_inner();
     let worker_id = reg.worker_id;
     let renew_every = Duration::from_millis((reg.lease_ttl_ms / 3).max(50));
-    tracing::info!(worker = %worker_id, "registered");
+    tracing::info!(worker = %worker_id, %device, "registered");
     // A unit leased together with the last result.
     let mut next: Option<compsafe_proto::pb::WorkUnit> = None;
     loop {

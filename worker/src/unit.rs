@@ -81,6 +81,27 @@ impl Runner {
         }
     }
 
+    /// The device units run on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The device as a worker registers it: `name` (as configured, `cpu` or `cuda:N`) and, for
+    /// a GPU, its model, memory and compute capability,
+    /// `cuda:0 (NVIDIA H100 80GB HBM3, 79.1 GiB (78.6 GiB free), compute capability 9.0)`.
+    pub fn advertised_device(&self, name: &str) -> String {
+        if self.device.is_cpu() {
+            return name.to_string();
+        }
+        match compsafe_engine::device::device_info(&self.device) {
+            Ok(info) => format!("{name} ({})", info.details()),
+            Err(e) => {
+                tracing::warn!("cannot describe {name}: {e}");
+                name.to_string()
+            }
+        }
+    }
+
     /// Drops every cache (specs, the loaded model, the derived variant).
     pub fn reset(&mut self) {
         self.specs.clear();
