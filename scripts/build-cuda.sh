@@ -14,7 +14,8 @@
 # cuRAND, runtime) from LD_LIBRARY_PATH, which gpu-check.sh points at the nvidia wheels of
 # that machine's python3.
 #
-# usage: scripts/build-cuda.sh          (JOBS=N caps cargo's parallel jobs)
+# usage: scripts/build-cuda.sh   (JOBS=N caps cargo's parallel jobs; COMPSAFE_CUDA_DIR and
+#                               CARGO_TARGET_DIR override .cuda and target-cuda)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,7 +28,7 @@ limit=$((64 * 1024 * 1024))
 source "$dir/env.sh"
 export CUDA_COMPUTE_CAP=90     # no GPU here to ask; 90 builds sm_90a (H100, H200)
 export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-2}
-export CARGO_TARGET_DIR=$root/target-cuda
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-cuda}
 jobs=()
 [[ -n ${JOBS:-} ]] && jobs=(--jobs "$JOBS")
 
