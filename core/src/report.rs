@@ -77,6 +77,10 @@ pub struct ModelInfo {
     pub files: Vec<FileInfo>,
     /// Integrity against pins.
     pub integrity: Integrity,
+    /// What failed the integrity check (each names the file, tensor, chat template or
+    /// tokenizer at fault); absent when nothing failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub integrity_failures: Vec<String>,
 }
 
 /// `model.files[]`.
@@ -1118,6 +1122,7 @@ mod tests {
                 finished_at: "2025-01-01T00:01:00Z".into(),
             },
             model: ModelInfo {
+                integrity_failures: Vec::new(),
                 path: "models/tiny".into(),
                 files: vec![FileInfo {
                     name: "model.safetensors".into(),

@@ -104,7 +104,7 @@ pub fn model_files(path: &Path) -> Result<Vec<(String, PathBuf)>> {
                     .unwrap_or(&p)
                     .to_string_lossy()
                     .replace('\\', "/");
-                if rel != "MANIFEST" {
+                if rel != "MANIFEST" && rel != "MANIFEST.json" {
                     out.push((rel, p));
                 }
             }
@@ -186,21 +186,12 @@ pub fn check(digests: &[FileDigest], manifest: &BTreeMap<String, String>) -> Int
     }
 }
 
-/// Hashes a model and checks it against `manifest`, or against its own `MANIFEST` when none
-/// is given; `Unpinned` when there is neither.
+/// Hashes a model and checks it against `manifest`, or against its own manifest
+/// (`MANIFEST.json`, `MANIFEST`, or `FILE.manifest.json` beside a GGUF file) when none is
+/// given; `Unpinned` when there is neither. A JSON manifest also pins every tensor, the chat
+/// template and the tokenizer (see [`crate::manifest`]).
 pub fn verify(path: &Path, manifest: Option<&Path>) -> Result<(Vec<FileDigest>, Integrity)> {
-    let digests = digest_model(path)?;
-    let own = path.join("MANIFEST");
-    let manifest = match manifest {
-        Some(m) => Some(m.to_path_buf()),
-        None if path.is_dir() && own.exists() => Some(own),
-        None => None,
-    };
-    let integrity = match manifest {
-        Some(m) => check(&digests, &parse_manifest(&m)?),
-        None => Integrity::Unpinned,
-    };
-    Ok((digests, integrity))
+    crate::manifest::verify(path, manifest)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod gguf_header;
 pub mod integrity;
 pub mod loader;
+pub mod manifest;
 pub mod model;
 pub mod score;
 pub mod tokenizer;

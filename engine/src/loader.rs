@@ -121,7 +121,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
 
 /// Maps a file read-only into memory.
 #[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = File::open(path).map_err(io_err(path))?;
     // SAFETY: the mapping is read-only and dropped before this function's caller returns the
     // tensors (they are copied out). A concurrent writer truncating the file could fault; model
@@ -470,7 +470,7 @@ pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoin
     })
 }
 
-fn gguf_tokenizer_meta(content: &gguf_file::Content) -> GgufTokenizerMeta {
+pub(crate) fn gguf_tokenizer_meta(content: &gguf_file::Content) -> GgufTokenizerMeta {
     let strings = |key: &str| -> Vec<String> {
         content
             .metadata

@@ -27,8 +27,14 @@ pub enum Command {
     Diff(DiffArgs),
     /// Per-tensor error of one compressed variant, worst first.
     Layers(LayersArgs),
-    /// Integrity of model files (sha256 of every file against a manifest).
+    /// Integrity of a model against its manifest: files, every tensor, chat template, tokenizer.
     Verify(VerifyArgs),
+    /// Model manifests: hashes of every file, every tensor, the chat template and tokenizer.
+    Manifest {
+        /// What to do.
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
     /// Devices, CUDA, versions.
     Doctor,
     /// Serves sweeps to workers over gRPC, with state in SQLite.
@@ -61,6 +67,27 @@ pub enum Command {
 pub enum FixtureCommand {
     /// Rebuilds the bundled fixture checkpoints.
     Train(FixtureTrainArgs),
+}
+
+/// Manifest subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Writes the manifest of a model directory or GGUF file (default: DIR/MANIFEST.json or
+    /// FILE.gguf.manifest.json).
+    Create(ManifestCreateArgs),
+}
+
+/// Arguments of `compsafe manifest create`.
+#[derive(Debug, Args)]
+pub struct ManifestCreateArgs {
+    /// Model directory (Hugging Face layout) or .gguf file.
+    pub path: PathBuf,
+    /// Where to write the manifest.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing manifest.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `compsafe fixture train`.
@@ -102,7 +129,8 @@ pub struct LayersArgs {
 pub struct VerifyArgs {
     /// Model directory or file.
     pub path: PathBuf,
-    /// Manifest in sha256sum format (default: PATH/MANIFEST when present).
+    /// Manifest: JSON from `compsafe manifest create`, or sha256sum lines (default:
+    /// PATH/MANIFEST.json, PATH/MANIFEST or FILE.gguf.manifest.json when present).
     #[arg(long)]
     pub manifest: Option<PathBuf>,
     /// Print JSON instead of text.

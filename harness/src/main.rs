@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, FixtureCommand};
+use crate::cli::{Cli, Command, FixtureCommand, ManifestCommand};
 use crate::exit::{Failure, Outcome};
 
 fn main() -> ExitCode {
@@ -62,6 +62,9 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Diff(args) => diff::run(&args),
         Command::Layers(args) => layers::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Manifest {
+            command: ManifestCommand::Create(args),
+        } => verify::create(&args),
         Command::Doctor => doctor(),
         Command::Coordinator(args) => cluster::coordinator_cmd(&args),
         Command::Worker(args) => cluster::worker_cmd(&args),

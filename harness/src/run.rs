@@ -94,16 +94,18 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
                 bytes: d.bytes,
             })
             .collect(),
-        integrity: match integrity {
+        integrity: match &integrity {
             integrity::Integrity::Ok => Integrity::Ok,
             integrity::Integrity::Failed(_) => Integrity::Failed,
             integrity::Integrity::Unpinned => Integrity::Unpinned,
         },
+        integrity_failures: match integrity {
+            integrity::Integrity::Failed(m) => m,
+            _ => Vec::new(),
+        },
     };
-    if let integrity::Integrity::Failed(msgs) = &integrity {
-        for m in msgs {
-            eprintln!("{m}");
-        }
+    for m in &model_info.integrity_failures {
+        eprintln!("{m}");
     }
     progress(json, &format!("loading {}", spec.model.path.display()));
     let eval = Evaluator::load(

@@ -1,8 +1,9 @@
-//! `compsafe verify`: sha256 of every model file against a manifest.
+//! `compsafe verify` and `compsafe manifest create`: a model against its manifest.
 
 use compsafe_engine::integrity::{self, Integrity};
+use compsafe_engine::manifest;
 
-use crate::cli::VerifyArgs;
+use crate::cli::{ManifestCreateArgs, VerifyArgs};
 use crate::exit::{Failure, Outcome};
 
 pub fn run(args: &VerifyArgs) -> Result<Outcome, Failure> {
@@ -35,4 +36,41 @@ pub fn run(args: &VerifyArgs) -> Result<Outcome, Failure> {
         Integrity::Failed(_) => Outcome::CheckFailed,
         _ => Outcome::Ok,
     })
+}
+
+/// `compsafe manifest create`.
+pub fn create(args: &ManifestCreateArgs) -> Result<Outcome, Failure> {
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None if args.path.is_dir() => args.path.join("MANIFEST.json"),
+        None => {
+            let mut s = args.path.as_os_str().to_owned();
+            s.push(".manifest.json");
+            s.into()
+        }
+    };
+    if out.exists() && !args.force {
+        return Err(Failure::input(format!(
+            "{}: a manifest is already there (--force replaces it)",
+            out.display()
+        )));
+    }
+    let m = manifest::create(&args.path)?;
+    std::fs::write(&out, manifest::render(&m))
+        .map_err(|e| Failure::input(format!("{}: {e}", out.display())))?;
+    println!(
+        "wrote {} ({} files, {} tensors, chat template {}, tokenizer {})",
+        out.display(),
+        m.files.len(),
+        m.tensors.len(),
+        if m.chat_template_sha256.is_some() {
+            "pinned"
+        } else {
+            "none"
+        },
+        m.tokenizer
+            .as_ref()
+            .map_or("none".to_string(), |t| format!("{} tokens", t.vocab_size))
+    );
+    Ok(Outcome::Ok)
 }

@@ -136,6 +136,53 @@ fn verify_exits_1_on_integrity_failure() {
 }
 
 #[test]
+fn manifest_create_then_verify_names_a_changed_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(root().join("models/tiny-safety").join(f), dir.join(f)).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = run(&["manifest", "create", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("20 tensors"), "{out}");
+    let (code, out, _) = run(&["verify", d]);
+    assert_eq!((code, out.contains("integrity: ok")), (0, true), "{out}");
+    // A second create would overwrite the pins: refused without --force, nothing lost.
+    let before = std::fs::read(dir.join("MANIFEST.json")).unwrap();
+    let (code, _, err) = run(&["manifest", "create", d]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("MANIFEST.json") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join("MANIFEST.json")).unwrap(), before);
+    // One byte of model.embed_tokens.weight (file bytes 2104..1050680).
+    let f = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[4000] ^= 0x80;
+    std::fs::write(&f, bytes).unwrap();
+    let (code, out, _) = run(&["verify", d, "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let failures = v["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{out}");
+    assert!(
+        failures[0]
+            .as_str()
+            .unwrap()
+            .contains("tensor `model.embed_tokens.weight`"),
+        "{out}"
+    );
+}
+
+#[test]
 fn doctor_reports_devices() {
     let (code, out, _) = run(&["doctor"]);
     assert_eq!(code, 0);

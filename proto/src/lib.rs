@@ -81,7 +81,10 @@ pub async fn connect_with(
 
 /// A channel to the coordinator at `url` without credentials (for grpc.health.v1, which
 /// needs none); `https://` URLs need the CA certificate `ca_pem`.
-pub async fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<tonic::transport::Channel, String> {
+pub async fn channel(
+    url: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<tonic::transport::Channel, String> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("coordinator URL {url:?}: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(10));

@@ -26,10 +26,14 @@ pub fn model_info(spec: &Spec) -> Result<ModelInfo, EngineError> {
                 bytes: d.bytes,
             })
             .collect(),
-        integrity: match integrity {
+        integrity: match &integrity {
             integrity::Integrity::Ok => Integrity::Ok,
             integrity::Integrity::Failed(_) => Integrity::Failed,
             integrity::Integrity::Unpinned => Integrity::Unpinned,
+        },
+        integrity_failures: match integrity {
+            integrity::Integrity::Failed(m) => m,
+            _ => Vec::new(),
         },
     })
 }

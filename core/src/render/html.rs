@@ -160,9 +160,15 @@ pub fn html(report: &Report) -> String {
     ] {
         let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", e(k), e(&v));
     }
+    let failures: String = report
+        .model
+        .integrity_failures
+        .iter()
+        .map(|f| format!("<br>{}", e(f)))
+        .collect();
     let _ = writeln!(
         out,
-        "<dt>integrity</dt><dd class=\"{integrity_class}\">{}</dd>\
+        "<dt>integrity</dt><dd class=\"{integrity_class}\">{}{failures}</dd>\
          <dt>reference</dt><dd>{}</dd><dt>compsafe</dt><dd>{}</dd></dl>",
         e(&integrity),
         e(&report.reference),

@@ -69,6 +69,9 @@ pub fn markdown(report: &Report) -> String {
             "s"
         }
     );
+    for f in &report.model.integrity_failures {
+        let _ = writeln!(out, "  - {}", e(f));
+    }
     let _ = writeln!(out, "- Reference: {}", e(&report.reference));
     let _ = writeln!(out, "- compsafe {}\n", e(&report.compsafe_version));
 

@@ -175,6 +175,7 @@ pub(crate) fn healthy() -> Report {
             finished_at: "2025-03-01T02:04:00Z".into(),
         },
         model: ModelInfo {
+            integrity_failures: Vec::new(),
             path: "models/tiny-chat".into(),
             files: vec![FileInfo {
                 name: "model.safetensors".into(),
