@@ -43,7 +43,8 @@ impl Linear {
         let (y, b) = match self {
             Linear::Dense { w, b } => {
                 let y = match *x.dims() {
-                    [bsz, s, k] if flat && x.is_contiguous() => x
+                    [bsz, s, k] if flat => x
+                        .contiguous()?
                         .reshape((bsz * s, k))?
                         .matmul(&w.t()?)?
                         .reshape((bsz, s, ()))?,
