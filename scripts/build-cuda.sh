@@ -33,11 +33,11 @@ jobs=()
 [[ -n ${JOBS:-} ]] && jobs=(--jobs "$JOBS")
 
 start=$(date +%s)
-cargo build --release --locked "${jobs[@]}" -p compsafe --features cuda --bin compsafe
-cargo build --release --locked "${jobs[@]}" -p compsafe-engine --features cuda --example throughput
-# The test executable's path is only known from cargo's JSON messages.
-devices=$(cargo test --release --locked "${jobs[@]}" -p compsafe-engine --features cuda \
-  --test devices --no-run --message-format=json |
+# One cargo invocation for the three targets: every target then shares one feature
+# resolution, so candle's CUDA kernels (most of the build) are compiled once.
+artifacts=$(cargo build --release --locked "${jobs[@]}" -p compsafe -p compsafe-engine \
+  --features compsafe/cuda,compsafe-engine/cuda \
+  --bin compsafe --example throughput --test devices --message-format=json-render-diagnostics |
   python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -45,14 +45,21 @@ for line in sys.stdin:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "devices":
-        print(m["executable"])
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])
 ')
 build_s=$(($(date +%s) - start))
-if [[ -z $devices || ! -x $devices ]]; then
-  echo "build-cuda: the devices test executable was not found" >&2
-  exit 3
-fi
+exe() { awk -v n="$1" '$1 == n { print $2 }' <<<"$artifacts" | tail -1; }
+compsafe=$(exe compsafe)
+throughput=$(exe throughput)
+devices=$(exe devices)
+for f in "$compsafe" "$throughput" "$devices"; do
+  if [[ -z $f || ! -x $f ]]; then
+    echo "build-cuda: an executable is missing from cargo's output:" >&2
+    echo "$artifacts" >&2
+    exit 3
+  fi
+done
 
 rm -rf "$dist"
 mkdir -p "$dist"
@@ -82,10 +89,10 @@ pack() {
   echo "rustc   $(rustc --version)"
   echo "nvcc    $(nvcc --version | sed -n 's/.*\(release [0-9.]*, V[0-9.]*\).*/\1/p')"
   echo "build   ${build_s} s (cargo, this run)"
-  echo "needs   $(readelf -d "$CARGO_TARGET_DIR/release/compsafe" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
+  echo "needs   $(readelf -d "$compsafe" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
 } >"$dist/BUILD.txt"
-pack compsafe "$CARGO_TARGET_DIR/release/compsafe"
-pack throughput "$CARGO_TARGET_DIR/release/examples/throughput"
+pack compsafe "$compsafe"
+pack throughput "$throughput"
 pack devices "$devices"
 shopt -s nullglob
 stubs=("$dist"/*libcuda*)
