@@ -275,7 +275,7 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     })
 }
 
-fn meta_u(content: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
+pub(crate) fn meta_u(content: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
     let v = content
         .metadata
         .get(key)
@@ -287,7 +287,7 @@ fn meta_u(content: &gguf_file::Content, key: &str, path: &Path) -> Result<usize>
         .map_err(|e| EngineError::bad_file(path, format!("metadata `{key}`: {e}")))
 }
 
-fn meta_f(content: &gguf_file::Content, key: &str) -> Option<f64> {
+pub(crate) fn meta_f(content: &gguf_file::Content, key: &str) -> Option<f64> {
     let v = content.metadata.get(key)?;
     v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok()
 }

@@ -27,6 +27,15 @@ pub enum Command {
     Diff(DiffArgs),
     /// Per-tensor error of one compressed variant, worst first.
     Layers(LayersArgs),
+    /// Writes a Hugging Face Llama checkpoint as a GGUF file (llama.cpp layout), its 2-D
+    /// weights in one block type.
+    Quantize(QuantizeArgs),
+    /// Re-quantizes a full-precision source to each tensor's type in a GGUF file and compares
+    /// block by block: is the file an honest quantization of the source? (exit 1 when not)
+    RequantDiff(RequantDiffArgs),
+    /// Weights sitting at rounding boundaries, per tensor, against what trained weights give:
+    /// a sign of weights shaped to flip on quantization (exit 1 when a tensor is flagged).
+    Boundary(BoundaryArgs),
     /// Integrity of a model against its manifest: files, every tensor, chat template, tokenizer.
     Verify(VerifyArgs),
     /// Model manifests: hashes of every file, every tensor, the chat template and tokenizer.
@@ -119,6 +128,64 @@ pub struct LayersArgs {
     /// Show only the K worst tensors.
     #[arg(long)]
     pub top: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `compsafe quantize`.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Hugging Face model directory (Llama architecture).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Block type of the 2-D weights: q8_0 q4_0 q4_1 q5_0 q5_1 q2k q3k q4k q5k q6k, or f32.
+    #[arg(long = "type")]
+    pub ty: String,
+    /// Output .gguf file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `compsafe requant-diff`.
+#[derive(Debug, Args)]
+pub struct RequantDiffArgs {
+    /// The full-precision source (Hugging Face directory).
+    #[arg(long)]
+    pub source: PathBuf,
+    /// The GGUF file to check.
+    #[arg(long)]
+    pub quantized: PathBuf,
+    /// A block is beyond honest when its RMS error exceeds this many times the reference
+    /// quantizer's.
+    #[arg(long, default_value_t = 2.0)]
+    pub ratio: f64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `compsafe boundary`.
+#[derive(Debug, Args)]
+pub struct BoundaryArgs {
+    /// Model: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The quantizer whose boundaries to test: intN[:gG][:asym] or gguf:q8_0.
+    #[arg(long)]
+    pub variant: String,
+    /// Regex over tensor names to examine instead of the default linear weights.
+    #[arg(long)]
+    pub select: Option<String>,
+    /// "Near": within this fraction of a step of a boundary (trained weights: 2 x this).
+    #[arg(long, default_value_t = 0.05)]
+    pub epsilon: f64,
+    /// Flag tensors whose Holm-adjusted p-value is below this.
+    #[arg(long, default_value_t = 0.001)]
+    pub alpha: f64,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -61,6 +61,9 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Validate(args) => run::validate_cmd(&args),
         Command::Diff(args) => diff::run(&args),
         Command::Layers(args) => layers::run(&args),
+        Command::Boundary(args) => layers::boundary(&args),
+        Command::Quantize(args) => verify::quantize(&args),
+        Command::RequantDiff(args) => verify::requant_diff(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Manifest {
             command: ManifestCommand::Create(args),

@@ -3,7 +3,7 @@
 use compsafe_engine::integrity::{self, Integrity};
 use compsafe_engine::manifest;
 
-use crate::cli::{ManifestCreateArgs, VerifyArgs};
+use crate::cli::{ManifestCreateArgs, QuantizeArgs, RequantDiffArgs, VerifyArgs};
 use crate::exit::{Failure, Outcome};
 
 pub fn run(args: &VerifyArgs) -> Result<Outcome, Failure> {
@@ -73,4 +73,103 @@ pub fn create(args: &ManifestCreateArgs) -> Result<Outcome, Failure> {
             .map_or("none".to_string(), |t| format!("{} tokens", t.vocab_size))
     );
     Ok(Outcome::Ok)
+}
+
+/// `compsafe quantize`.
+pub fn quantize(args: &QuantizeArgs) -> Result<Outcome, Failure> {
+    let ty = if args.ty.eq_ignore_ascii_case("f32") {
+        None
+    } else {
+        match compsafe_core::Method::parse(&format!("gguf:{}", args.ty), "--type")? {
+            compsafe_core::Method::Gguf { ty } => Some(ty),
+            _ => {
+                return Err(Failure::input(format!(
+                    "--type = {:?}: not a GGUF type",
+                    args.ty
+                )))
+            }
+        }
+    };
+    if args.out.exists() && !args.force {
+        return Err(Failure::input(format!(
+            "--out {}: the file exists (--force replaces it)",
+            args.out.display()
+        )));
+    }
+    let w = compsafe_engine::gguf_write::write_gguf(&args.model, ty, &args.out)?;
+    println!(
+        "wrote {} ({} tensors, {} bytes)",
+        args.out.display(),
+        w.tensors.len(),
+        w.bytes
+    );
+    Ok(Outcome::Ok)
+}
+
+/// `compsafe requant-diff`.
+pub fn requant_diff(args: &RequantDiffArgs) -> Result<Outcome, Failure> {
+    let d = compsafe_engine::requant::requant_diff(&args.source, &args.quantized, args.ratio)?;
+    let verdict = |x: Option<bool>| match x {
+        Some(true) => "same",
+        Some(false) => "DIFFERENT",
+        None => "absent",
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "source": args.source.display().to_string(),
+            "quantized": args.quantized.display().to_string(),
+            "ratio": args.ratio,
+            "clean": d.clean(),
+            "chat_template": verdict(d.chat_template_equal),
+            "tokenizer": verdict(d.tokenizer_equal),
+            "unmatched": d.unmatched,
+            "config_differences": d.config_differences,
+            "tensors": d.tensors.iter().map(|t| serde_json::json!({
+                "tensor": t.name, "ggml_type": t.ggml_type, "blocks": t.blocks,
+                "differing": t.differing, "beyond_honest": t.beyond_honest,
+                "worst_rms_ratio": t.worst_ratio, "first_beyond": t.first_beyond,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for t in &d.tensors {
+            if t.differing > 0 {
+                println!(
+                    "{}  {}  {} of {} blocks differ, {} beyond honest (worst RMS ratio {:.2}){}",
+                    t.name,
+                    t.ggml_type,
+                    t.differing,
+                    t.blocks,
+                    t.beyond_honest,
+                    t.worst_ratio,
+                    t.first_beyond
+                        .map_or(String::new(), |b| format!(", first at block {b}"))
+                );
+            }
+        }
+        for u in &d.unmatched {
+            println!("UNMATCHED {u}");
+        }
+        for c in &d.config_differences {
+            println!("CONFIG {c}");
+        }
+        let identical = d.tensors.iter().filter(|t| t.differing == 0).count();
+        println!(
+            "{} tensors: {identical} identical to compsafe's re-quantization, {} with blocks \
+             beyond honest; chat template {}, tokenizer {}",
+            d.tensors.len(),
+            d.suspicious().len(),
+            verdict(d.chat_template_equal),
+            verdict(d.tokenizer_equal)
+        );
+        println!(
+            "requant-diff: {}",
+            if d.clean() { "clean" } else { "SUSPICIOUS" }
+        );
+    }
+    Ok(if d.clean() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }

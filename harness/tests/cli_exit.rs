@@ -183,6 +183,56 @@ fn manifest_create_then_verify_names_a_changed_tensor() {
 }
 
 #[test]
+fn quantize_requant_diff_and_boundary_exit_statuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.gguf");
+    let o = out.to_str().unwrap();
+    let hf = root().join("engine/tests/fixtures/hf/llama-plain");
+    let h = hf.to_str().unwrap();
+    let (code, _, err) = run(&["quantize", "--model", h, "--type", "q8_0", "--out", o]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["quantize", "--model", h, "--type", "q8_0", "--out", o]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--force"), "{err}");
+    let (code, _, err) = run(&[
+        "quantize", "--model", h, "--type", "q9", "--out", o, "--force",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out_text, err) = run(&["requant-diff", "--source", h, "--quantized", o]);
+    assert_eq!(code, 0, "{out_text}{err}");
+    assert!(out_text.contains("requant-diff: clean"), "{out_text}");
+    let gqa = root().join("engine/tests/fixtures/hf/llama-gqa");
+    let (code, out_text, _) = run(&[
+        "requant-diff",
+        "--source",
+        gqa.to_str().unwrap(),
+        "--quantized",
+        o,
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out_text}");
+    let model = root().join("models/tiny-safety");
+    let m = model.to_str().unwrap();
+    let (code, out_text, err) = run(&["boundary", "--model", m, "--variant", "int4:g32"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out_text.contains("14 tensors, 0 flagged"), "{out_text}");
+    let (code, _, err) = run(&["boundary", "--model", m, "--variant", "gguf:q4k"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--variant"), "{err}");
+    let (code, _, err) = run(&[
+        "boundary",
+        "--model",
+        m,
+        "--variant",
+        "int4",
+        "--epsilon",
+        "0.7",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--epsilon"), "{err}");
+}
+
+#[test]
 fn doctor_reports_devices() {
     let (code, out, _) = run(&["doctor"]);
     assert_eq!(code, 0);

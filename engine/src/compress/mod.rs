@@ -26,6 +26,7 @@ use compsafe_core::{FloatType, Method};
 
 use crate::error::{EngineError, Result};
 
+pub mod boundary;
 pub mod cast;
 pub mod gguf;
 pub mod heads;
