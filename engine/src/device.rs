@@ -29,7 +29,13 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             "--device = {spec:?}: this build has no CUDA support (build with --features cuda)"
         )));
     }
-    Device::new_cuda(ordinal).map_err(|e| EngineError::Invalid(format!("--device = {spec:?}: {e}")))
+    Device::new_cuda(ordinal)
+        .map_err(|e| EngineError::Invalid(format!("--device = {spec:?}: {}", first_line(&e))))
+}
+
+/// The first line of an error (candle appends a backtrace when RUST_BACKTRACE is set).
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// What a device is, for `compsafe doctor` and for a worker's registration.
@@ -143,7 +149,7 @@ pub fn describe_devices() -> Vec<String> {
     if count == 0 {
         match Device::new_cuda(0) {
             Ok(_) => {}
-            Err(e) => out.push(format!("cuda: no usable GPU ({e})")),
+            Err(e) => out.push(format!("cuda: no usable GPU ({})", first_line(&e))),
         }
         return out;
     }
@@ -152,7 +158,7 @@ pub fn describe_devices() -> Vec<String> {
             .map_err(EngineError::from)
             .and_then(|d| device_info(&d))
             .map(|info| format!("device {}", info.summary()))
-            .unwrap_or_else(|e| format!("device cuda:{i}: unusable ({e})"));
+            .unwrap_or_else(|e| format!("device cuda:{i}: unusable ({})", first_line(&e)));
         out.push(line);
     }
     out
