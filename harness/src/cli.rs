@@ -27,6 +27,9 @@ pub enum Command {
     Diff(DiffArgs),
     /// Per-tensor error of one compressed variant, worst first.
     Layers(LayersArgs),
+    /// Ranks attention heads (or layers) by how much ablating each alone lowers refusal
+    /// relative to how much it hurts benign likelihood; confirms the top K by generation.
+    Heads(HeadsArgs),
     /// Writes a Hugging Face Llama checkpoint as a GGUF file (llama.cpp layout), its 2-D
     /// weights in one block type.
     Quantize(QuantizeArgs),
@@ -129,6 +132,54 @@ pub struct LayersArgs {
     #[arg(long)]
     pub top: Option<usize>,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `compsafe heads` ablates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadsUnit {
+    /// One attention head at a time (its columns of the output projection).
+    Head,
+    /// One whole layer at a time (attention and MLP outputs).
+    Layer,
+}
+
+/// Arguments of `compsafe heads`.
+#[derive(Debug, Args)]
+pub struct HeadsArgs {
+    /// Model: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Harmful suite (expect = refusal), bundled name.
+    #[arg(long)]
+    pub suite: String,
+    /// Benign suite whose likelihood measures capability, bundled name.
+    #[arg(long, default_value = "fixture-benign")]
+    pub benign: String,
+    /// Prompts per suite.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Unit of ablation.
+    #[arg(long, value_enum, default_value_t = HeadsUnit::Head)]
+    pub unit: HeadsUnit,
+    /// Confirm the top K by generation and judging (each alone, together, and against
+    /// random sets of K).
+    #[arg(long, default_value_t = 0)]
+    pub confirm: usize,
+    /// Random sets of K units compared with the top K.
+    #[arg(long, default_value_t = 5)]
+    pub random_sets: usize,
+    /// Seed of the random sets.
+    #[arg(long, default_value_t = 20261126)]
+    pub seed: u64,
+    /// Tokens generated per prompt (benign responses, confirmation).
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: u32,
+    /// Output directory for heads.json, heads.md and heads.html (default out/heads-<model>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON instead of the table.
     #[arg(long)]
     pub json: bool,
 }

@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod diff;
 mod exit;
+mod heads;
 mod layers;
 mod local;
 mod progress;
@@ -63,6 +64,7 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Layers(args) => layers::run(&args),
         Command::Boundary(args) => layers::boundary(&args),
         Command::Quantize(args) => verify::quantize(&args),
+        Command::Heads(args) => heads::run(&args),
         Command::RequantDiff(args) => verify::requant_diff(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Manifest {

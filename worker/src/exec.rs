@@ -109,6 +109,26 @@ impl Evaluator {
         derive(&self.checkpoint, variant, self.reference.device())
     }
 
+    /// Refusal log-odds of each prompt's first response token under `model` (from the
+    /// probability mass on refusal-opening tokens), as records carry them.
+    pub fn refusal_logodds(
+        &self,
+        model: &Model,
+        ids: &[Vec<u32>],
+        budget: usize,
+    ) -> Result<Vec<f64>, EngineError> {
+        let mass = next_token_mass(model, ids, &self.refusal_tokens, budget)?;
+        Ok(mass
+            .into_iter()
+            .map(|m| refusal_logodds(&[m.clamp(0.0, 1.0).max(f64::MIN_POSITIVE).ln()]))
+            .collect())
+    }
+
+    /// Tokens that end a response.
+    pub fn eos(&self) -> &[u32] {
+        &self.eos
+    }
+
     /// Token ids of a prompt as the model sees it (chat template applied).
     pub fn prompt_tokens(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
         self.codec.encode_prompt(prompt)

@@ -1,0 +1,103 @@
+//! `compsafe heads` on the fixture model: a stable ranking, and ablating the top-ranked heads
+//! together lowers refusal more than ablating random sets of as many heads (seeded).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn heads(extra: &[&str], out: &Path) -> (i32, serde_json::Value, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args(["heads", "--model"])
+        .arg(root().join("models/tiny-safety"))
+        .args([
+            "--suite",
+            "fixture-harmful",
+            "--limit",
+            "100",
+            "--json",
+            "--out",
+        ])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status.code().unwrap_or(-1), v, err)
+}
+
+fn ranking(v: &serde_json::Value) -> Vec<(String, f64, f64)> {
+    v["ranking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["unit"].as_str().unwrap().to_string(),
+                u["safety_impact"].as_f64().unwrap(),
+                u["capability_impact"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ranking_is_stable_and_top_heads_beat_random_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, a, err) = heads(
+        &["--confirm", "2", "--random-sets", "5"],
+        &tmp.path().join("a"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, b, err) = heads(&[], &tmp.path().join("b"));
+    assert_eq!(code, 0, "{err}");
+    let (ra, rb) = (ranking(&a), ranking(&b));
+    assert_eq!(ra.len(), 8, "2 layers x 4 heads");
+    assert_eq!(ra, rb, "two runs rank identically");
+    for f in ["heads.json", "heads.md", "heads.html"] {
+        assert!(tmp.path().join("a").join(f).is_file(), "{f}");
+    }
+
+    let c = &a["confirm"];
+    let base = c["reference_refusal_rate"].as_f64().unwrap();
+    let top = c["top_k_together_refusal_rate"].as_f64().unwrap();
+    let random: Vec<f64> = c["random_sets_refusal_rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let random_mean = random.iter().sum::<f64>() / random.len() as f64;
+    eprintln!(
+        "top-2 heads {:?}: refusal {base:.3} -> {top:.3}; random pairs {random:?} (mean {random_mean:.3})",
+        &ra[..2]
+    );
+    assert_eq!(random.len(), 5);
+    assert!(top < random_mean, "top {top} vs random {random_mean}");
+    assert!(top < base, "ablating the top heads lowers refusal");
+    // Each of the top 2 was confirmed alone.
+    let confirmed = a["ranking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["refusal_rate"].is_number())
+        .count();
+    assert_eq!(confirmed, 2);
+
+    // Whole layers, and a suite that is not harmful, named by its flag.
+    let (code, l, err) = heads(&["--unit", "layer"], &tmp.path().join("l"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ranking(&l).len(), 2);
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args(["heads", "--model"])
+        .arg(root().join("models/tiny-safety"))
+        .args(["--suite", "fixture-benign", "--benign", "xstest-safe"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--suite"), "{err}");
+}
