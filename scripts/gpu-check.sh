@@ -68,7 +68,7 @@ src, dst = sys.argv[1], sys.argv[2]
 with lzma.open(src) as f, open(dst, "wb") as g:
     shutil.copyfileobj(f, g)
 PY
-    want=$(awk -v n="$b" '$1 == n { print $NF }' "$dist/BUILD.txt")
+    want=$(awk -v n="$b" '$1 == n && $2 == "stripped" { print $NF }' "$dist/BUILD.txt")
     got=$(python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$bin/$b")
     if [[ $want != "$got" ]]; then
       echo "gpu-check: $b does not match the sha256 in BUILD.txt" >&2
