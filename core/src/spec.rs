@@ -104,6 +104,8 @@ struct RawVariantTable {
     #[serde(default)]
     select: Option<String>,
     #[serde(default)]
+    protect: Vec<String>,
+    #[serde(default)]
     path: Option<PathBuf>,
     #[serde(default)]
     sha256: BTreeMap<String, String>,
@@ -595,6 +597,31 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                         ))
                     })?;
                 }
+                let mut protect = Vec::new();
+                for (k, item) in t.protect.iter().enumerate() {
+                    let h = crate::variant::HeadRef::parse(item).map_err(|e| {
+                        at(FieldError::new(format!("{field}.protect[{k}]"), item, e))
+                    })?;
+                    protect.push(h);
+                }
+                protect.sort();
+                protect.dedup();
+                if !protect.is_empty()
+                    && !matches!(
+                        method,
+                        Method::Rtn { .. }
+                            | Method::Prune { .. }
+                            | Method::NofM { .. }
+                            | Method::Cast { .. }
+                    )
+                {
+                    return Err(at(FieldError::new(
+                        format!("{field}.protect"),
+                        t.protect.join(","),
+                        "heads can be protected in integer, cast and pruning variants (GGUF \
+                         blocks and checkpoints cannot keep part of a matrix)",
+                    )));
+                }
                 if !t.sha256.is_empty() && !matches!(method, Method::Checkpoint { .. }) {
                     return Err(at(FieldError::new(
                         format!("{field}.sha256"),
@@ -628,6 +655,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                         name,
                         method,
                         select: t.select.clone(),
+                        protect,
                     },
                     sha256: t
                         .sha256

@@ -156,6 +156,18 @@ pub struct HeadRef {
     pub head: usize,
 }
 
+impl HeadRef {
+    /// `LAYER.HEAD`, e.g. `3.1`.
+    pub fn parse(item: &str) -> Result<HeadRef, &'static str> {
+        let (l, h) = item
+            .split_once('.')
+            .ok_or("each head is LAYER.HEAD, e.g. 3.1")?;
+        let layer = l.trim().parse().map_err(|_| "layer is not a number")?;
+        let head = h.trim().parse().map_err(|_| "head is not a number")?;
+        Ok(HeadRef { layer, head })
+    }
+}
+
 /// A compression method with its parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
@@ -302,12 +314,7 @@ impl Method {
                 };
                 let mut heads = Vec::new();
                 for item in list.split(',') {
-                    let (l, h) = item
-                        .split_once('.')
-                        .ok_or_else(|| bad("each head is LAYER.HEAD, e.g. 3.1"))?;
-                    let layer = l.trim().parse().map_err(|_| bad("layer is not a number"))?;
-                    let head = h.trim().parse().map_err(|_| bad("head is not a number"))?;
-                    heads.push(HeadRef { layer, head });
+                    heads.push(HeadRef::parse(item).map_err(bad)?);
                 }
                 heads.sort();
                 heads.dedup();
@@ -397,6 +404,11 @@ pub struct Variant {
     /// Regex over tensor names (HF names, e.g. `model.layers.3.self_attn.q_proj.weight`);
     /// `None` selects every linear weight of the decoder layers.
     pub select: Option<String>,
+    /// Attention heads kept out of the compression: their rows of the q/k/v projections (the
+    /// key/value head a query head reads, under grouped-query attention) and their columns of
+    /// the output projection keep the reference's values in bf16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protect: Vec<HeadRef>,
 }
 
 impl Variant {
@@ -407,6 +419,7 @@ impl Variant {
             name: method.to_string(),
             method,
             select: None,
+            protect: Vec::new(),
         })
     }
 }

@@ -92,11 +92,21 @@ pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed>
     ) {
         return Ok(Compressed::default());
     }
-    compressor_for(&variant.method)?.compress(
+    let mut compressed = compressor_for(&variant.method)?.compress(
         &reference.weights,
         &selected,
         &head_layout(reference),
-    )
+    )?;
+    if !variant.protect.is_empty() {
+        crate::compress::protect::restore_heads(
+            &mut compressed,
+            &reference.weights,
+            &variant.protect,
+            &head_layout(reference),
+        )
+        .map_err(|e| EngineError::Invalid(format!("variant `{}`: protect: {e}", variant.name)))?;
+    }
+    Ok(compressed)
 }
 
 /// Builds a variant of `reference` (compressing it in memory, or loading another checkpoint).

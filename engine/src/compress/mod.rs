@@ -30,6 +30,7 @@ pub mod boundary;
 pub mod cast;
 pub mod gguf;
 pub mod heads;
+pub mod protect;
 pub mod prune;
 pub mod rtn;
 
