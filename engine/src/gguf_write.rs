@@ -72,8 +72,8 @@ fn meta_u32(v: usize) -> gguf_file::Value {
     gguf_file::Value::U32(v as u32)
 }
 
-/// The tokens, token types and merges of an HF model directory, for GGUF metadata.
-fn tokenizer_metadata(dir: &Path) -> Result<(Vec<String>, Vec<i32>, Vec<String>)> {
+/// The GGUF token types of an HF model directory's `n` tokens (its tokenizer must be BPE).
+fn token_types(dir: &Path, n: usize) -> Result<Vec<i32>> {
     let path = dir.join("tokenizer.json");
     let text = std::fs::read_to_string(&path).map_err(|source| EngineError::Io {
         path: path.clone(),
@@ -90,9 +90,6 @@ fn tokenizer_metadata(dir: &Path) -> Result<(Vec<String>, Vec<i32>, Vec<String>)
             ),
         ));
     }
-    let (tokens, merges) = crate::manifest::template_and_tokenizer(dir)?
-        .1
-        .ok_or_else(|| EngineError::bad_file(&path, "no vocabulary"))?;
     let special: std::collections::BTreeSet<u64> = v["added_tokens"]
         .as_array()
         .into_iter()
@@ -101,10 +98,9 @@ fn tokenizer_metadata(dir: &Path) -> Result<(Vec<String>, Vec<i32>, Vec<String>)
         .filter_map(|t| t["id"].as_u64())
         .collect();
     // gguf TokenType: NORMAL = 1, CONTROL = 3.
-    let types = (0..tokens.len() as u64)
+    Ok((0..n as u64)
         .map(|i| if special.contains(&i) { 3 } else { 1 })
-        .collect();
-    Ok((tokens, types, merges))
+        .collect())
 }
 
 /// Writes the HF checkpoint in `dir` to `out` as GGUF, 2-D weights in `ty` (`None`: f32).
@@ -125,8 +121,10 @@ pub fn write_gguf(dir: &Path, ty: Option<GgufType>, out: &Path) -> Result<Writte
             dir.display()
         )));
     }
-    let (tokens, types, merges) = tokenizer_metadata(dir)?;
-    let (template, _) = crate::manifest::template_and_tokenizer(dir)?;
+    let (template, lists) = crate::manifest::template_and_tokenizer(dir)?;
+    let (tokens, merges) =
+        lists.ok_or_else(|| EngineError::bad_file(dir.join("tokenizer.json"), "no vocabulary"))?;
+    let types = token_types(dir, tokens.len())?;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for (name, w) in &ckpt.weights {

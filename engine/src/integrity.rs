@@ -166,26 +166,6 @@ pub fn render_manifest(digests: &[FileDigest]) -> String {
         .collect()
 }
 
-/// Checks digests against a manifest: every pinned file must be present with its hash.
-pub fn check(digests: &[FileDigest], manifest: &BTreeMap<String, String>) -> Integrity {
-    let mut failures = Vec::new();
-    for (name, want) in manifest {
-        match digests.iter().find(|d| &d.name == name) {
-            None => failures.push(format!("INTEGRITY FAILURE: {name}: pinned file is missing")),
-            Some(d) if &d.sha256 != want => failures.push(format!(
-                "INTEGRITY FAILURE: {name}: expected sha256 {want}, found {}",
-                d.sha256
-            )),
-            Some(_) => {}
-        }
-    }
-    if failures.is_empty() {
-        Integrity::Ok
-    } else {
-        Integrity::Failed(failures)
-    }
-}
-
 /// Hashes a model and checks it against `manifest`, or against its own manifest
 /// (`MANIFEST.json`, `MANIFEST`, or `FILE.manifest.json` beside a GGUF file) when none is
 /// given; `Unpinned` when there is neither. A JSON manifest also pins every tensor, the chat

@@ -88,12 +88,9 @@ fn ablated(eval: &Evaluator, units: &[&UnitScore], kind: HeadsUnit) -> Result<Mo
     }
 }
 
+/// The mean, 0 for no values.
 fn mean(xs: &[f64]) -> f64 {
-    if xs.is_empty() {
-        0.0
-    } else {
-        xs.iter().sum::<f64>() / xs.len() as f64
-    }
+    compsafe_core::stats::mean(xs).unwrap_or(0.0)
 }
 
 /// Loads the two suites through a spec, so that names, limits and judges work as in sweeps.

@@ -85,8 +85,7 @@ impl Steps {
         }
     }
 
-    /// The step of one group, and whether a weight is the group's extreme (its code is the
-    /// end of the grid, fixed by the step itself).
+    /// The grid step of one group (`None` when the scale overflows f32).
     fn step(&self, values: &[f32]) -> Option<f32> {
         match self {
             Steps::Rtn { bits, asym, .. } => grid_for(values, *bits, *asym).map(|g| g.scale),
