@@ -72,6 +72,7 @@ async fn main() {
             bytes: None,
             integrity: Integrity::Unpinned,
             weight_error: None,
+            training: None,
         },
         model: None,
         reference: None,

@@ -71,6 +71,7 @@ fn result(n: u32, tag: &str) -> String {
             bytes: None,
             integrity: Integrity::Unpinned,
             weight_error: None,
+            training: None,
         },
         model: None,
         reference: Some(ReferenceWire {

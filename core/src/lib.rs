@@ -29,4 +29,6 @@ pub use judge::{KeywordJudge, MatchMode, Preset, Verdict};
 pub use report::{Cell, Record, Report};
 pub use spec::{Spec, Validated};
 pub use suite::{Expect, Prompt, Suite, SuiteSource};
-pub use variant::{FloatType, GgufType, HeadRef, Method, PruneScope, Variant};
+pub use variant::{
+    DistillSpec, FloatType, GgufType, HeadRef, Method, PruneScope, StudentInit, Variant,
+};

@@ -114,6 +114,40 @@ pub struct VariantInfo {
     /// Weight error against the reference (absent for the reference and checkpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_error: Option<WeightError>,
+    /// How a distilled student was trained (distill variants only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+}
+
+/// `variants[].training`: a distilled student's shape, data and loss curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    /// Cache key: SHA-256 over the distill settings, the teacher's tensors and tokenizer and
+    /// the transfer prompts. The student is stored under it.
+    pub cache_key: String,
+    /// Decoder layers of the student.
+    pub layers: usize,
+    /// MLP width of the student.
+    pub intermediate_size: usize,
+    /// Parameters of the student.
+    pub params: u64,
+    /// Transfer prompts (safety prompts included).
+    pub transfer_prompts: usize,
+    /// Of which from the safety suite.
+    pub safety_prompts: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Mean training loss over consecutive windows of steps, in step order.
+    pub curve: Vec<CurvePoint>,
+}
+
+/// `variants[].training.curve[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Last step of the window (1-based).
+    pub step: usize,
+    /// Mean loss over the window.
+    pub loss: f64,
 }
 
 /// `variants[].weight_error`.
@@ -1146,6 +1180,7 @@ mod tests {
                         rel_error: 0.5,
                     }],
                 }),
+                training: None,
             }],
             divergences: divergences(Expect::Refusal, &v, &r).unwrap(),
             cells,

@@ -43,7 +43,7 @@ use crate::error::FieldError;
 use crate::judge::{DegeneracyCheck, KeywordJudge, MatchMode, Preset, TargetJudge};
 use crate::stats::DEFAULT_RESAMPLES;
 use crate::suite::{self, Columns, Expect, FilterSpec, Format, Suite, SuiteSource};
-use crate::variant::{Method, Variant};
+use crate::variant::{DistillSpec, Method, StudentInit, Variant};
 
 // ---------------------------------------------------------------------------------------
 // Raw (as written) forms. `deny_unknown_fields` everywhere so a typo is an error.
@@ -109,6 +109,80 @@ struct RawVariantTable {
     path: Option<PathBuf>,
     #[serde(default)]
     sha256: BTreeMap<String, String>,
+    #[serde(default)]
+    distill: Option<Box<RawDistill>>,
+}
+
+/// `[variants.distill]`: every field but `prompts` has a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDistill {
+    prompts: String,
+    #[serde(default)]
+    safety: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    alpha: Option<f64>,
+    #[serde(default)]
+    safety_weight: Option<f64>,
+    #[serde(default)]
+    steps: Option<usize>,
+    #[serde(default)]
+    batch: Option<usize>,
+    #[serde(default)]
+    lr: Option<f64>,
+    #[serde(default)]
+    layers: Option<usize>,
+    #[serde(default)]
+    intermediate_size: Option<usize>,
+    #[serde(default)]
+    init: Option<StudentInit>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    max_new_tokens: Option<usize>,
+}
+
+impl RawDistill {
+    /// The validated spec; errors name `field.distill.KEY` and check that the suites are
+    /// bundled.
+    fn build(&self, field: &str, sweep_seed: u64) -> Result<DistillSpec, FieldError> {
+        let d = DistillSpec::default();
+        let spec = DistillSpec {
+            prompts: self.prompts.clone(),
+            safety: self.safety.clone(),
+            limit: self.limit,
+            temperature: self.temperature.unwrap_or(d.temperature),
+            alpha: self.alpha.unwrap_or(d.alpha),
+            safety_weight: self.safety_weight.unwrap_or(d.safety_weight),
+            steps: self.steps.unwrap_or(d.steps),
+            batch: self.batch.unwrap_or(d.batch),
+            lr: self.lr.unwrap_or(d.lr),
+            layers: self.layers,
+            intermediate_size: self.intermediate_size,
+            init: self.init.unwrap_or(d.init),
+            seed: self.seed.unwrap_or(sweep_seed),
+            max_new_tokens: self.max_new_tokens.unwrap_or(d.max_new_tokens),
+        };
+        spec.check().map_err(|(key, value, why)| {
+            FieldError::new(format!("{field}.distill.{key}"), value, why)
+        })?;
+        let root = suite::bundled_root();
+        for (key, name) in [
+            ("prompts", Some(&spec.prompts)),
+            ("safety", spec.safety.as_ref()),
+        ] {
+            if let Some(name) = name {
+                suite::bundled_source(&root, name).map_err(|e| {
+                    FieldError::new(format!("{field}.distill.{key}"), name, e.reason)
+                })?;
+            }
+        }
+        Ok(spec)
+    }
 }
 
 impl<'de> Deserialize<'de> for RawVariant {
@@ -551,7 +625,39 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                 field,
             },
             RawVariant::Table(t) => {
+                let is_distill = t
+                    .method
+                    .as_deref()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("distill"));
                 let method = match (&t.method, &t.path) {
+                    _ if is_distill || t.distill.is_some() => {
+                        let Some(d) = t.distill.as_ref().filter(|_| is_distill) else {
+                            return Err(at(FieldError::new(
+                                format!("{field}.method"),
+                                t.method.clone().unwrap_or_default(),
+                                if is_distill {
+                                    "a distill variant needs a [variants.distill] table (at least prompts = \"SUITE\")"
+                                } else {
+                                    "a distill table needs method = \"distill\""
+                                },
+                            )));
+                        };
+                        for (set, key) in [
+                            (t.path.is_some(), "path"),
+                            (t.select.is_some(), "select"),
+                            (!t.protect.is_empty(), "protect"),
+                            (!t.sha256.is_empty(), "sha256"),
+                        ] {
+                            if set {
+                                return Err(at(FieldError::new(
+                                    format!("{field}.{key}"),
+                                    t.name.clone().unwrap_or_default(),
+                                    "a distill variant trains its own student; it takes no path, select, protect or sha256",
+                                )));
+                            }
+                        }
+                        Method::Distill(Box::new(d.build(&field, raw.sweep.seed).map_err(at)?))
+                    }
                     (Some(m), None) if m.trim().eq_ignore_ascii_case("checkpoint") => {
                         return Err(at(FieldError::new(
                             format!("{field}.path"),
@@ -639,6 +745,13 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                         )))
                     }
                     Some(n) => n.clone(),
+                    None if is_distill => {
+                        return Err(at(FieldError::new(
+                            format!("{field}.name"),
+                            "",
+                            "a distill variant needs a name",
+                        )))
+                    }
                     None => match &method {
                         Method::Checkpoint { path } => path
                             .file_stem()

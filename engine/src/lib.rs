@@ -6,6 +6,7 @@
 pub mod compress;
 pub mod config;
 pub mod device;
+pub mod distill;
 pub mod error;
 pub mod fixture;
 pub mod generate;

@@ -143,3 +143,28 @@ fn committed_suites_match_the_generator() {
         (360, 160, 121)
     );
 }
+
+#[test]
+fn transfer_prompts_are_training_side_only() {
+    let (benign, harmful) = compsafe_engine::fixture::suites::transfer_prompts();
+    assert_eq!(benign.len(), 160 + 60 + 40 + 100);
+    assert_eq!(harmful.len(), 200);
+    let held: std::collections::HashSet<String> = corpus::heldout_harmful(10_000)
+        .into_iter()
+        .chain(corpus::heldout_benign(10_000, 10_000))
+        .chain(corpus::heldout_sentiment(10_000))
+        .map(|h| h.prompt)
+        .collect();
+    for [_, p, kind] in benign.iter().chain(&harmful) {
+        assert!(
+            !held.contains(p),
+            "held-out prompt in the transfer set: {p}"
+        );
+        if kind != "fact" {
+            assert!(!corpus::held_out(p) || kind == "harmful", "{p}");
+        }
+    }
+    let ids: std::collections::HashSet<&String> =
+        benign.iter().chain(&harmful).map(|r| &r[0]).collect();
+    assert_eq!(ids.len(), benign.len() + harmful.len());
+}

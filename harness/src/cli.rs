@@ -284,6 +284,19 @@ pub struct RunArgs {
     /// resume); a cross-check of the cluster path.
     #[arg(long, conflicts_with_all = ["resume", "workers"])]
     pub direct: bool,
+    /// Where distilled students are kept (default: $XDG_CACHE_HOME/compsafe or
+    /// ~/.cache/compsafe).
+    #[arg(long, env = "COMPSAFE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The cache directory of distilled students.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(compsafe_worker::distill::default_cache_dir)
+    }
 }
 
 /// Arguments of `compsafe validate`.
@@ -364,6 +377,10 @@ pub struct WorkerArgs {
     /// CA certificate (PEM) that the coordinator's TLS certificate chains to (https:// URLs).
     #[arg(long, env = "COMPSAFE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Where distilled students are kept; workers sharing it train each student once
+    /// (default: $XDG_CACHE_HOME/compsafe or ~/.cache/compsafe).
+    #[arg(long, env = "COMPSAFE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// How a client reaches the coordinator.

@@ -123,7 +123,10 @@ pub fn coordinator_cmd(args: &CoordinatorArgs) -> Result<Outcome, Failure> {
 pub fn worker_cmd(args: &WorkerArgs) -> Result<Outcome, Failure> {
     let token = token(args.token_file.as_deref())?;
     let device = compsafe_engine::device::parse_device(&args.device)?;
-    let runner = compsafe_worker::Runner::new(device, args.model_root.clone());
+    let mut runner = compsafe_worker::Runner::new(device, args.model_root.clone());
+    if let Some(dir) = &args.cache_dir {
+        runner = runner.with_cache_dir(dir.clone());
+    }
     let cfg = compsafe_worker::PullConfig {
         coordinator: args.coordinator.clone(),
         token,

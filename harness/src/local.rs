@@ -136,7 +136,8 @@ pub fn execute(
         let (stop_workers, stop) = tokio::sync::watch::channel(false);
         let mut pool = Vec::new();
         for _ in 0..workers {
-            let runner = compsafe_worker::Runner::new(device.clone(), None);
+            let runner =
+                compsafe_worker::Runner::new(device.clone(), None).with_cache_dir(args.cache_dir());
             let cfg = compsafe_worker::PullConfig {
                 coordinator: url.clone(),
                 token: token.clone(),

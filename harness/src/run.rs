@@ -79,7 +79,12 @@ fn progress(json: bool, msg: &str) {
 
 /// Runs the sweep sequentially in this process, without the coordinator (`--direct`), and
 /// returns its report and records.
-pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<Record>), Failure> {
+pub fn execute(
+    v: &Validated,
+    device: &str,
+    cache_dir: &Path,
+    json: bool,
+) -> Result<(Report, Vec<Record>), Failure> {
     let spec = &v.spec;
     let started_at = now_rfc3339();
     let device = parse_device(device)?;
@@ -129,8 +134,14 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
                 spec.variants.len()
             ),
         );
-        let derived = eval.derive(variant)?;
-        variants.push(variant_info(entry, &derived, model_info.integrity)?);
+        let (derived, training) =
+            compsafe_worker::distill::derive(&eval, variant, cache_dir, budget)?;
+        variants.push(variant_info(
+            entry,
+            &derived,
+            model_info.integrity,
+            training,
+        )?);
         for (si, suite) in v.suites.iter().enumerate() {
             let judges = judges_for(
                 spec.refusal_judge(si),
@@ -241,7 +252,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(&v.spec.sweep.name));
     let (report, records) = if args.direct {
-        execute(&v, &args.device, args.json)?
+        execute(&v, &args.device, &args.cache_dir(), args.json)?
     } else {
         crate::local::execute(args, &v, &out)?
     };

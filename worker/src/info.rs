@@ -2,7 +2,7 @@
 //! model's file integrity — computed as a local run computes them.
 
 use compsafe_core::report::{
-    FileInfo, Integrity, ModelInfo, TensorError, VariantInfo, WeightError,
+    FileInfo, Integrity, ModelInfo, TensorError, Training, VariantInfo, WeightError,
 };
 use compsafe_core::spec::{Spec, VariantEntry};
 use compsafe_core::Method;
@@ -43,6 +43,7 @@ pub fn variant_info(
     entry: &VariantEntry,
     derived: &DerivedVariant,
     model: Integrity,
+    training: Option<Training>,
 ) -> Result<VariantInfo, EngineError> {
     let variant = &entry.variant;
     let weight_error = derived.mean_rel_error().map(|mean_rel| WeightError {
@@ -77,6 +78,8 @@ pub fn variant_info(
             }
         }
         Method::Checkpoint { .. } => Integrity::Unpinned,
+        // A distilled student is checked against its own manifest when taken from the cache
+        // or written; it reports the teacher's integrity.
         _ => model,
     };
     Ok(VariantInfo {
@@ -87,5 +90,6 @@ pub fn variant_info(
         bytes: Some(derived.bytes),
         integrity: variant_integrity,
         weight_error,
+        training,
     })
 }

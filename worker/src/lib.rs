@@ -1,5 +1,6 @@
 //! compsafe-worker: runs work units on the engine and reports their records.
 
+pub mod distill;
 pub mod exec;
 pub mod info;
 pub mod pull;

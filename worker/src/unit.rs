@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
-use compsafe_core::report::Integrity;
+use compsafe_core::report::{Integrity, Training};
 use compsafe_core::spec::{validate_text, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::Method;
@@ -56,8 +56,9 @@ pub struct Runner {
     model_root: Option<PathBuf>,
     specs: HashMap<String, Arc<Validated>>,
     loaded: Option<(PathBuf, Evaluator)>,
-    derived: Option<((String, usize), DerivedVariant)>,
+    derived: Option<((String, usize), DerivedVariant, Option<Training>)>,
     model_integrity: HashMap<String, Integrity>,
+    cache_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Runner {
@@ -78,7 +79,14 @@ impl Runner {
             loaded: None,
             derived: None,
             model_integrity: HashMap::new(),
+            cache_dir: crate::distill::default_cache_dir(),
         }
+    }
+
+    /// Keeps distilled students under `dir` (default [`crate::distill::default_cache_dir`]).
+    pub fn with_cache_dir(mut self, dir: PathBuf) -> Runner {
+        self.cache_dir = dir;
+        self
     }
 
     /// The device units run on.
@@ -180,12 +188,18 @@ impl Runner {
         };
         let (_, eval) = self.loaded.as_ref().expect("loaded above");
         let dkey = (u.sweep_id.clone(), u.variant);
-        if self.derived.as_ref().map(|(k, _)| k) != Some(&dkey) {
+        if self.derived.as_ref().map(|(k, _, _)| k) != Some(&dkey) {
             self.derived = None;
-            self.derived = Some((dkey, eval.derive(&entry.variant)?));
+            let (derived, training) = crate::distill::derive(
+                eval,
+                &entry.variant,
+                &self.cache_dir,
+                spec.generation.batch_tokens as usize,
+            )?;
+            self.derived = Some((dkey, derived, training));
         }
-        let (_, derived) = self.derived.as_ref().expect("derived above");
-        let variant = variant_info(entry, derived, integrity)?;
+        let (_, derived, training) = self.derived.as_ref().expect("derived above");
+        let variant = variant_info(entry, derived, integrity, training.clone())?;
         let budget = spec.generation.batch_tokens as usize;
         let (records, reference) = if suite.expect == Expect::MultipleChoice {
             (

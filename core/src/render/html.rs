@@ -6,8 +6,9 @@ use std::fmt::Write;
 use super::markdown::direction_text;
 use super::svg::{self, Point, Scatter};
 use super::{
-    bits_of, cell, escape_xml, expect_text, findings, fmt_bytes, suite_table, suites, truncate,
-    variants, variants_table, Bits, Table, HTML_DIVERGENCES_PER_CELL, HTML_TEXT_CHARS,
+    bits_of, cell, escape_xml, expect_text, findings, fmt_bytes, suite_table, suites,
+    training_table, truncate, variants, variants_table, Bits, Table, HTML_DIVERGENCES_PER_CELL,
+    HTML_TEXT_CHARS,
 };
 use crate::gate;
 use crate::report::{Cell, Report};
@@ -348,6 +349,24 @@ pub fn html(report: &Report) -> String {
             .map(|(i, _)| i)
             .collect();
         table_html(&mut out, &t, &refs);
+    }
+    if let Some(t) = training_table(report) {
+        out.push_str("<h3 id=\"students\">Distilled students</h3>\n");
+        table_html(&mut out, &t, &[]);
+        out.push_str("<div class=\"figs\">");
+        for v in &report.variants {
+            if let Some(tr) = &v.training {
+                let pts: Vec<(f64, f64)> =
+                    tr.curve.iter().map(|p| (p.step as f64, p.loss)).collect();
+                out.push_str(&svg::line(
+                    &format!("Training loss of {}", v.name),
+                    "step",
+                    "loss",
+                    &pts,
+                ));
+            }
+        }
+        out.push_str("</div>\n");
     }
     let bits_unknown: Vec<String> = variants(report)
         .into_iter()

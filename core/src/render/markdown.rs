@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::{
-    escape_md, expect_text, findings, suite_table, suites, truncate, variants, variants_table,
-    Table, MARKDOWN_DIVERGENCES_PER_CELL, MARKDOWN_TEXT_CHARS,
+    escape_md, expect_text, findings, suite_table, suites, training_table, truncate, variants,
+    variants_table, Table, MARKDOWN_DIVERGENCES_PER_CELL, MARKDOWN_TEXT_CHARS,
 };
 use crate::gate;
 use crate::report::{Direction, Report};
@@ -126,6 +126,25 @@ pub fn markdown(report: &Report) -> String {
         out.push_str("No variants listed.\n\n");
     } else {
         table(&mut out, &variants_table(report));
+    }
+    if let Some(t) = training_table(report) {
+        out.push_str("### Distilled students\n\n");
+        table(&mut out, &t);
+        for v in &report.variants {
+            if let Some(tr) = &v.training {
+                let curve: Vec<String> = tr
+                    .curve
+                    .iter()
+                    .map(|p| format!("{}: {:.3}", p.step, p.loss))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "Loss curve of {} (step: mean loss): {}\n",
+                    e(&v.name),
+                    curve.join(", ")
+                );
+            }
+        }
     }
 
     // Suites.

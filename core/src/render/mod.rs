@@ -282,6 +282,52 @@ pub(crate) struct Table {
     pub(crate) rows: Vec<Vec<String>>,
 }
 
+/// The distilled students: one row per distill variant with its shape, data and the first
+/// and last points of its loss curve.
+pub(crate) fn training_table(report: &Report) -> Option<Table> {
+    let headers = [
+        "variant",
+        "layers",
+        "MLP width",
+        "parameters",
+        "transfer prompts",
+        "of which safety",
+        "steps",
+        "loss (first window)",
+        "loss (last window)",
+        "cache key",
+    ];
+    let rows: Vec<Vec<String>> = report
+        .variants
+        .iter()
+        .filter_map(|v| v.training.as_ref().map(|t| (v, t)))
+        .map(|(v, t)| {
+            let loss = |p: Option<&crate::report::CurvePoint>| {
+                p.map_or_else(
+                    || ABSENT.to_string(),
+                    |p| format!("{:.4} (step {})", p.loss, p.step),
+                )
+            };
+            vec![
+                v.name.clone(),
+                t.layers.to_string(),
+                t.intermediate_size.to_string(),
+                t.params.to_string(),
+                t.transfer_prompts.to_string(),
+                t.safety_prompts.to_string(),
+                t.steps.to_string(),
+                loss(t.curve.first()),
+                loss(t.curve.last()),
+                t.cache_key.chars().take(12).collect(),
+            ]
+        })
+        .collect();
+    (!rows.is_empty()).then(|| Table {
+        headers: headers.iter().map(|h| h.to_string()).collect(),
+        rows,
+    })
+}
+
 /// The variants table.
 pub(crate) fn variants_table(report: &Report) -> Table {
     let headers = [

@@ -318,3 +318,69 @@ pub(crate) fn tensor_bars(
     s.push_str("</svg>");
     s
 }
+
+/// A line plot of `(x, y)` points (a training curve), axes from the data's range.
+pub(crate) fn line(title: &str, x_label: &str, y_label: &str, pts: &[(f64, f64)]) -> String {
+    const LW: f64 = 420.0;
+    const LH: f64 = 240.0;
+    let (l, r, t, b) = (56.0, LW - 16.0, 34.0, LH - 40.0);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" width=\"{LW}\" height=\"{LH}\" \
+         viewBox=\"0 0 {LW} {LH}\" role=\"img\" aria-label=\"{}\">\
+         <text class=\"title\" x=\"{l}\" y=\"18\">{}</text>",
+        escape_xml(title),
+        escape_xml(title)
+    );
+    let finite: Vec<(f64, f64)> = pts
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if finite.is_empty() {
+        s.push_str("<text class=\"lg\" x=\"60\" y=\"120\">no points</text></svg>");
+        return s;
+    }
+    let (x0, x1) = finite
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+    let (y0, y1) = finite
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let y0 = y0.min(0.0);
+    let sx = |x: f64| l + (x - x0) / (x1 - x0).max(f64::MIN_POSITIVE) * (r - l);
+    let sy = |y: f64| b - (y - y0) / (y1 - y0).max(f64::MIN_POSITIVE) * (b - t);
+    let _ = write!(
+        s,
+        "<line class=\"axis\" x1=\"{l}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\"/>\
+         <line class=\"axis\" x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{b}\"/>\
+         <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{y1:.2}</text>\
+         <text class=\"tick\" x=\"{:.1}\" y=\"{b}\" text-anchor=\"end\">{y0:.2}</text>\
+         <text class=\"tick\" x=\"{l}\" y=\"{:.1}\">{x0}</text>\
+         <text class=\"tick\" x=\"{r}\" y=\"{:.1}\" text-anchor=\"end\">{x1}</text>\
+         <text class=\"axt\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\
+         <text class=\"axt\" x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">{}</text>",
+        l - 4.0,
+        t + 4.0,
+        l - 4.0,
+        b + 14.0,
+        b + 14.0,
+        (l + r) / 2.0,
+        b + 30.0,
+        escape_xml(x_label),
+        (t + b) / 2.0,
+        (t + b) / 2.0,
+        escape_xml(y_label)
+    );
+    let path: Vec<String> = finite
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+        .collect();
+    let _ = write!(
+        s,
+        "<polyline class=\"curve\" fill=\"none\" stroke=\"currentColor\" points=\"{}\"/></svg>",
+        path.join(" ")
+    );
+    s
+}

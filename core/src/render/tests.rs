@@ -94,6 +94,7 @@ fn variant(name: &str, kind: &str, bits: Option<f64>, bytes: Option<u64>) -> Var
         bytes,
         integrity: Integrity::Ok,
         weight_error: None,
+        training: None,
     }
 }
 

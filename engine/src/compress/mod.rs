@@ -169,6 +169,13 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
                 path.display()
             )))
         }
+        Method::Distill(_) => {
+            return Err(EngineError::Invalid(
+                "a distill variant is a trained student, not derived from the reference by a \
+                 compressor"
+                    .into(),
+            ))
+        }
     })
 }
 
