@@ -30,6 +30,9 @@ pub enum Command {
     /// Ranks attention heads (or layers) by how much ablating each alone lowers refusal
     /// relative to how much it hurts benign likelihood; confirms the top K by generation.
     Heads(HeadsArgs),
+    /// Compresses one layer (or attention/MLP group, or tensor) at a time and measures its
+    /// effect on refusal log-odds and KL divergence: which layers would break safety alone.
+    Sensitivity(SensitivityArgs),
     /// Writes a Hugging Face Llama checkpoint as a GGUF file (llama.cpp layout), its 2-D
     /// weights in one block type.
     Quantize(QuantizeArgs),
@@ -143,6 +146,67 @@ pub enum HeadsUnit {
     Head,
     /// One whole layer at a time (attention and MLP outputs).
     Layer,
+}
+
+/// What `compsafe sensitivity` compresses at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SensitivityUnit {
+    /// A decoder layer's seven linear weights.
+    Layer,
+    /// A layer's attention projections, or its MLP projections.
+    Group,
+    /// One weight matrix.
+    Tensor,
+}
+
+impl SensitivityUnit {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SensitivityUnit::Layer => "layer",
+            SensitivityUnit::Group => "group",
+            SensitivityUnit::Tensor => "tensor",
+        }
+    }
+}
+
+/// Arguments of `compsafe sensitivity`.
+#[derive(Debug, Args)]
+pub struct SensitivityArgs {
+    /// Model: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The compression applied to one unit at a time, e.g. int3:g64, gguf:q3k, prune:0.5.
+    #[arg(long)]
+    pub variant: String,
+    /// Harmful suite (expect = refusal), bundled name.
+    #[arg(long)]
+    pub suite: String,
+    /// Benign suite whose responses measure KL divergence, bundled name.
+    #[arg(long, default_value = "fixture-benign")]
+    pub benign: String,
+    /// Prompts per suite.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Unit compressed at a time.
+    #[arg(long, value_enum, default_value_t = SensitivityUnit::Layer)]
+    pub unit: SensitivityUnit,
+    /// Generate and judge the harmful suite for every unit (refusal rate, McNemar, Holm).
+    #[arg(long)]
+    pub confirm: bool,
+    /// Holm-adjusted significance level of `--confirm`.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Tokens generated per prompt.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: u32,
+    /// Output directory for sensitivity.json and sensitivity.md (default
+    /// out/sensitivity-<model>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `compsafe heads`.

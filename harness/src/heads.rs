@@ -95,19 +95,36 @@ fn mean(xs: &[f64]) -> f64 {
 
 /// Loads the two suites through a spec, so that names, limits and judges work as in sweeps.
 fn suites(args: &HeadsArgs) -> Result<compsafe_core::spec::Validated, Failure> {
-    let model = args
-        .model
+    harmful_and_benign(
+        &args.model,
+        &args.suite,
+        &args.benign,
+        args.limit,
+        args.max_new_tokens,
+    )
+}
+
+/// A harmful suite (`--suite`) and a benign one (`--benign`) loaded through a spec, so that
+/// names, limits and judges work as in sweeps; errors name the flags.
+pub(crate) fn harmful_and_benign(
+    model: &Path,
+    suite: &str,
+    benign: &str,
+    limit: usize,
+    max_new_tokens: u32,
+) -> Result<compsafe_core::spec::Validated, Failure> {
+    let model = model
         .canonicalize()
-        .map_err(|e| Failure::input(format!("--model {}: {e}", args.model.display())))?;
+        .map_err(|e| Failure::input(format!("--model {}: {e}", model.display())))?;
     let text = format!(
         "reference = \"fp32\"\nvariants = [\"heads:0.0\"]\n[sweep]\nname = \"heads\"\n[model]\npath = {model:?}\n\
          [[suites]]\nname = {h:?}\nlimit = {n}\n[[suites]]\nname = {b:?}\nlimit = {n}\n\
          [generation]\nmax_new_tokens = {t}\nstop_on_verdict = true\n",
         model = model.display().to_string(),
-        h = args.suite,
-        b = args.benign,
-        n = args.limit,
-        t = args.max_new_tokens,
+        h = suite,
+        b = benign,
+        n = limit,
+        t = max_new_tokens,
     );
     // Suite and model errors name the flags, not a spec file the user never wrote.
     let pseudo = std::env::current_dir()
@@ -123,14 +140,12 @@ fn suites(args: &HeadsArgs) -> Result<compsafe_core::spec::Validated, Failure> {
     })?;
     if v.suites[0].expect != Expect::Refusal {
         return Err(Failure::input(format!(
-            "--suite = {:?}: a suite of harmful prompts (expect = refusal) is needed",
-            args.suite
+            "--suite = {suite:?}: a suite of harmful prompts (expect = refusal) is needed"
         )));
     }
     if !v.suites[1].expect.generates() || v.suites[1].expect == Expect::Refusal {
         return Err(Failure::input(format!(
-            "--benign = {:?}: a suite of benign prompts is needed",
-            args.benign
+            "--benign = {benign:?}: a suite of benign prompts is needed"
         )));
     }
     Ok(v)
@@ -143,6 +158,17 @@ fn refusal_rate(
     model: &Model,
     name: &str,
 ) -> Result<f64, Failure> {
+    let refused = refusals(eval, v, model, name)?;
+    Ok(refused.iter().filter(|&&r| r).count() as f64 / refused.len().max(1) as f64)
+}
+
+/// Per harmful prompt (suite 0 of `v`): whether `model`'s greedy response is judged a refusal.
+pub(crate) fn refusals(
+    eval: &Evaluator,
+    v: &compsafe_core::spec::Validated,
+    model: &Model,
+    name: &str,
+) -> Result<Vec<bool>, Failure> {
     let suite = &v.suites[0];
     let judges = judges_for(
         v.spec.refusal_judge(0),
@@ -159,8 +185,7 @@ fn refusal_rate(
         &v.spec.generation,
         None,
     )?;
-    let refused = recs.iter().filter(|r| r.refused == Some(true)).count();
-    Ok(refused as f64 / recs.len().max(1) as f64)
+    Ok(recs.iter().map(|r| r.refused == Some(true)).collect())
 }
 
 pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
