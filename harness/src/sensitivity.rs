@@ -102,6 +102,9 @@ fn regex_escape(s: &str) -> String {
     s.replace('.', r"\.")
 }
 
+/// A prompt and a continuation, as tokens.
+type Request = (Vec<u32>, Vec<u32>);
+
 fn mean(xs: &[f64]) -> f64 {
     compsafe_core::stats::mean(xs).unwrap_or(0.0)
 }
@@ -110,14 +113,11 @@ fn mean(xs: &[f64]) -> f64 {
 fn mean_kld(
     eval: &Evaluator,
     model: &Model,
-    reqs: &[(Vec<u32>, Vec<u32>)],
+    reqs: &[Request],
     budget: usize,
 ) -> Result<f64, Failure> {
     let f = logit_fidelity(&eval.reference, model, reqs, budget)?;
-    let all: Vec<f64> = f
-        .iter()
-        .flat_map(|x| x.kld.iter().map(|&k| f64::from(k)))
-        .collect();
+    let all: Vec<f64> = f.iter().flat_map(|x| x.kld.iter().copied()).collect();
     Ok(mean(&all))
 }
 
@@ -165,7 +165,7 @@ pub fn run(args: &SensitivityArgs) -> Result<Outcome, Failure> {
         eos: eval.eos().to_vec(),
     };
     // The reference's own greedy responses, the continuations KL is measured on.
-    let continuations = |prompts: &[Vec<u32>]| -> Result<Vec<(Vec<u32>, Vec<u32>)>, Failure> {
+    let continuations = |prompts: &[Vec<u32>]| -> Result<Vec<Request>, Failure> {
         Ok(prompts
             .iter()
             .zip(generate(&eval.reference, prompts, &opts, None)?)
