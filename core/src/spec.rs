@@ -106,11 +106,120 @@ struct RawVariantTable {
     #[serde(default)]
     protect: Vec<String>,
     #[serde(default)]
+    protect_ranking: Option<PathBuf>,
+    #[serde(default)]
     path: Option<PathBuf>,
     #[serde(default)]
     sha256: BTreeMap<String, String>,
     #[serde(default)]
     distill: Option<Box<RawDistill>>,
+}
+
+/// A variant table's `protect` items: `L.H` (a head), `layer:L` (a whole layer) or `top:K`
+/// (the first K units of the `protect_ranking` file, the heads.json or sensitivity.json of
+/// `compsafe heads` / `compsafe sensitivity --unit layer`). Sorted, without duplicates.
+fn protect_items(
+    t: &RawVariantTable,
+    field: &str,
+    dir: &Path,
+) -> Result<(Vec<crate::variant::HeadRef>, Vec<usize>), FieldError> {
+    use crate::variant::HeadRef;
+    let mut heads = Vec::new();
+    let mut layers = Vec::new();
+    fn add_unit(
+        unit: &str,
+        item_field: &str,
+        item: &str,
+        heads: &mut Vec<HeadRef>,
+        layers: &mut Vec<usize>,
+    ) -> Result<(), FieldError> {
+        if unit.contains('.') {
+            heads.push(HeadRef::parse(unit).map_err(|e| FieldError::new(item_field, item, e))?);
+        } else {
+            layers.push(unit.trim().parse::<usize>().map_err(|_| {
+                FieldError::new(item_field, item, "a layer is a number, e.g. layer:3")
+            })?);
+        }
+        Ok(())
+    }
+    for (k, item) in t.protect.iter().enumerate() {
+        let item_field = format!("{field}.protect[{k}]");
+        if let Some(l) = item.strip_prefix("layer:") {
+            if l.contains('.') {
+                return Err(FieldError::new(
+                    &item_field,
+                    item,
+                    "a layer is a number, e.g. layer:3",
+                ));
+            }
+            add_unit(l, &item_field, item, &mut heads, &mut layers)?;
+        } else if let Some(n) = item.strip_prefix("top:") {
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| FieldError::new(&item_field, item, "expected top:K, e.g. top:8"))?;
+            let Some(ranking) = &t.protect_ranking else {
+                return Err(FieldError::new(
+                    &item_field,
+                    item,
+                    "top:K needs protect_ranking = \"heads.json\" (written by compsafe heads or compsafe sensitivity)",
+                ));
+            };
+            let path = resolve(dir, ranking);
+            let rfield = format!("{field}.protect_ranking");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| FieldError::new(&rfield, path.display().to_string(), e.to_string()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| FieldError::new(&rfield, path.display().to_string(), e.to_string()))?;
+            let units: Vec<String> = json
+                .get("ranking")
+                .or_else(|| json.get("units"))
+                .and_then(|r| r.as_array())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|u| u.get("unit").and_then(|u| u.as_str()))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if units.len() < n {
+                return Err(FieldError::new(
+                    &rfield,
+                    path.display().to_string(),
+                    format!("ranks {} units, fewer than {item}", units.len()),
+                ));
+            }
+            for u in &units[..n] {
+                if u.contains(|c: char| !(c.is_ascii_digit() || c == '.')) {
+                    return Err(FieldError::new(
+                        &rfield,
+                        path.display().to_string(),
+                        format!(
+                            "unit `{u}` is not a head (L.H) or a layer (L); rank heads or layers"
+                        ),
+                    ));
+                }
+                add_unit(u, &item_field, item, &mut heads, &mut layers)?;
+            }
+        } else {
+            heads.push(HeadRef::parse(item).map_err(|e| FieldError::new(&item_field, item, e))?);
+        }
+    }
+    if t.protect_ranking.is_some() && !t.protect.iter().any(|p| p.starts_with("top:")) {
+        return Err(FieldError::new(
+            format!("{field}.protect_ranking"),
+            t.protect_ranking
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "a ranking is only read for protect = [\"top:K\"]",
+        ));
+    }
+    heads.sort();
+    heads.dedup();
+    layers.sort_unstable();
+    layers.dedup();
+    Ok((heads, layers))
 }
 
 /// `[variants.distill]`: every field but `prompts` has a default.
@@ -646,6 +755,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                             (t.path.is_some(), "path"),
                             (t.select.is_some(), "select"),
                             (!t.protect.is_empty(), "protect"),
+                            (t.protect_ranking.is_some(), "protect_ranking"),
                             (!t.sha256.is_empty(), "sha256"),
                         ] {
                             if set {
@@ -703,29 +813,29 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                         ))
                     })?;
                 }
-                let mut protect = Vec::new();
-                for (k, item) in t.protect.iter().enumerate() {
-                    let h = crate::variant::HeadRef::parse(item).map_err(|e| {
-                        at(FieldError::new(format!("{field}.protect[{k}]"), item, e))
-                    })?;
-                    protect.push(h);
-                }
-                protect.sort();
-                protect.dedup();
-                if !protect.is_empty()
-                    && !matches!(
-                        method,
-                        Method::Rtn { .. }
-                            | Method::Prune { .. }
-                            | Method::NofM { .. }
-                            | Method::Cast { .. }
-                    )
-                {
+                let (protect, protect_layers) = protect_items(t, &field, &dir).map_err(at)?;
+                let partial = matches!(
+                    method,
+                    Method::Rtn { .. }
+                        | Method::Prune { .. }
+                        | Method::NofM { .. }
+                        | Method::Cast { .. }
+                );
+                if !protect.is_empty() && !partial {
                     return Err(at(FieldError::new(
                         format!("{field}.protect"),
                         t.protect.join(","),
                         "heads can be protected in integer, cast and pruning variants (GGUF \
-                         blocks and checkpoints cannot keep part of a matrix)",
+                         blocks and checkpoints cannot keep part of a matrix); GGUF variants \
+                         can protect whole layers (\"layer:L\")",
+                    )));
+                }
+                if !protect_layers.is_empty() && !(partial || matches!(method, Method::Gguf { .. }))
+                {
+                    return Err(at(FieldError::new(
+                        format!("{field}.protect"),
+                        t.protect.join(","),
+                        "layers can be protected in integer, GGUF, cast and pruning variants",
                     )));
                 }
                 if !t.sha256.is_empty() && !matches!(method, Method::Checkpoint { .. }) {
@@ -769,6 +879,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                         method,
                         select: t.select.clone(),
                         protect,
+                        protect_layers,
                     },
                     sha256: t
                         .sha256

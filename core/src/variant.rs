@@ -536,6 +536,10 @@ pub struct Variant {
     /// the output projection keep the reference's values in bf16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protect: Vec<HeadRef>,
+    /// Decoder layers kept out of the compression: all their compressed weights keep the
+    /// reference's values in bf16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protect_layers: Vec<usize>,
 }
 
 impl Variant {
@@ -547,6 +551,7 @@ impl Variant {
             method,
             select: None,
             protect: Vec::new(),
+            protect_layers: Vec::new(),
         })
     }
 }

@@ -106,6 +106,15 @@ pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed>
         )
         .map_err(|e| EngineError::Invalid(format!("variant `{}`: protect: {e}", variant.name)))?;
     }
+    if !variant.protect_layers.is_empty() {
+        crate::compress::protect::restore_layers(
+            &mut compressed,
+            &reference.weights,
+            &variant.protect_layers,
+            &head_layout(reference),
+        )
+        .map_err(|e| EngineError::Invalid(format!("variant `{}`: protect: {e}", variant.name)))?;
+    }
     Ok(compressed)
 }
 

@@ -113,3 +113,130 @@ fn protecting_the_top_heads_keeps_refusal_at_a_stated_cost() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("variants[1].protect"), "{err}");
 }
+
+const LAYERS_SPEC: &str = r#"
+reference = "fp32"
+variants = [
+  "int2:g16",
+  { name = "int2-protect-layer0", method = "int2:g16", protect = ["layer:0"] },
+  { name = "int2-protect-top2", method = "int2:g16", protect = ["top:2"], protect_ranking = "heads.json" },
+  { name = "int2-protect-named", method = "int2:g16", protect = ["0.3", "0.1"] },
+  { name = "q3k-protect-layer0", method = "gguf:q3k", protect = ["layer:0"] },
+]
+[sweep]
+name = "protect-layers"
+seed = 1
+[model]
+path = "MODEL"
+[[suites]]
+name = "fixture-harmful"
+limit = 60
+[generation]
+max_new_tokens = 32
+"#;
+
+/// `layer:L` keeps a whole layer in bf16 (integer and GGUF variants); `top:K` takes the first
+/// K units of a `compsafe heads` ranking and equals naming them.
+#[test]
+fn layers_and_ranked_heads_can_be_protected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = root().join("models/tiny-safety");
+    let spec = tmp.path().join("spec.toml");
+    std::fs::write(&spec, LAYERS_SPEC.replace("MODEL", model.to_str().unwrap())).unwrap();
+    // A ranking in the format compsafe heads writes (heads.json), top two first.
+    std::fs::write(
+        tmp.path().join("heads.json"),
+        r#"{"unit": "head", "ranking": [{"unit": "0.1"}, {"unit": "0.3"}, {"unit": "0.2"}]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        .args(["run", "--direct", "--json"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let cell = |v: &str| {
+        r["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["variant"] == v)
+            .unwrap()
+            .clone()
+    };
+    let refusal = |v: &str| cell(v)["refusal_rate"].as_f64().unwrap();
+    let bytes = |v: &str| {
+        r["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == v)
+            .unwrap()["bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    eprintln!(
+        "refusal: fp32 {:.3}, int2 {:.3}, int2 + layer 0 {:.3}, q3k + layer 0 {:.3}; bytes {} -> {}",
+        refusal("fp32"),
+        refusal("int2:g16"),
+        refusal("int2-protect-layer0"),
+        refusal("q3k-protect-layer0"),
+        bytes("int2:g16"),
+        bytes("int2-protect-layer0")
+    );
+    // Ranked = named.
+    assert_eq!(
+        cell("int2-protect-top2")["refusal_rate"],
+        cell("int2-protect-named")["refusal_rate"]
+    );
+    assert_eq!(bytes("int2-protect-top2"), bytes("int2-protect-named"));
+    // Layer 0 carries the refusals under int2 (compsafe sensitivity): keeping it restores them.
+    assert!(refusal("int2-protect-layer0") > refusal("int2:g16") + 0.3);
+    // Its seven linear weights (589,824 elements) at 16 bits instead of 3.
+    assert_eq!(
+        bytes("int2-protect-layer0") - bytes("int2:g16"),
+        589_824 * (16 - 3) / 8
+    );
+
+    // Bad protect items name the field.
+    for (from, to, want) in [
+        (
+            r#"protect = ["top:2"], protect_ranking = "heads.json""#,
+            r#"protect = ["top:2"]"#,
+            "variants[2].protect[0]",
+        ),
+        (
+            r#"protect = ["top:2"]"#,
+            r#"protect = ["top:4"]"#,
+            "fewer than top:4",
+        ),
+        (
+            r#"protect = ["layer:0"] },"#,
+            r#"protect = ["layer:x"] },"#,
+            "variants[1].protect[0]",
+        ),
+        (
+            r#"protect = ["0.3", "0.1"]"#,
+            r#"protect = ["3"]"#,
+            "variants[3].protect[0]",
+        ),
+    ] {
+        let bad = tmp.path().join("bad.toml");
+        let text = LAYERS_SPEC.replace("MODEL", model.to_str().unwrap());
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+            .arg("validate")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{to}: {err}");
+        assert!(err.contains(want), "{to}: expected {want} in {err}");
+    }
+}

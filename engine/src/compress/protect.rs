@@ -134,6 +134,54 @@ pub fn restore_heads(
     Ok(())
 }
 
+/// Keeps whole decoder layers out of the compression: every compressed tensor of a protected
+/// layer is replaced by the reference's values in bf16 (16 bits per weight in the stats).
+pub fn restore_layers(
+    compressed: &mut Compressed,
+    reference: &WeightMap,
+    layers: &[usize],
+    layout: &HeadLayout,
+) -> Result<()> {
+    for &l in layers {
+        if l >= layout.num_layers {
+            return Err(EngineError::Invalid(format!(
+                "layer {l} does not exist ({} layers)",
+                layout.num_layers
+            )));
+        }
+    }
+    let names: Vec<String> = compressed.weights.keys().cloned().collect();
+    for name in names {
+        let layer = name
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, _)| l.parse::<usize>().ok());
+        if !layer.is_some_and(|l| layers.contains(&l)) {
+            continue;
+        }
+        let Some(orig) = reference.get(&name) else {
+            continue;
+        };
+        let reference_values = f32_values(&name, orig)?;
+        let values: Vec<f32> = reference_values
+            .iter()
+            .map(|&x| bf16::from_f32(x).to_f32())
+            .collect();
+        let rel = relative_error(&reference_values, &values);
+        let t = Tensor::from_vec(values, orig.shape(), orig.device())?;
+        compressed
+            .weights
+            .insert(name.clone(), LinearWeight::Dense(t));
+        if let Some(stat) = compressed.stats.iter_mut().find(|s| s.name == name) {
+            stat.bytes = stat.numel as u64 * 2;
+            stat.bits_per_weight = 16.0;
+            stat.rel_error = rel;
+            stat.note = Some("layer protected: kept in bf16".into());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
