@@ -830,7 +830,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
                          can protect whole layers (\"layer:L\")",
                     )));
                 }
-                if !protect_layers.is_empty() && !(partial || matches!(method, Method::Gguf { .. }))
+                if !(protect_layers.is_empty() || partial || matches!(method, Method::Gguf { .. }))
                 {
                     return Err(at(FieldError::new(
                         format!("{field}.protect"),
