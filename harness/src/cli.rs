@@ -146,6 +146,8 @@ pub enum HeadsUnit {
     Head,
     /// One whole layer at a time (attention and MLP outputs).
     Layer,
+    /// One block of `--channels` MLP channels at a time (their columns of `down_proj`).
+    Mlp,
 }
 
 /// What `compsafe sensitivity` compresses at a time.
@@ -227,6 +229,9 @@ pub struct HeadsArgs {
     /// Unit of ablation.
     #[arg(long, value_enum, default_value_t = HeadsUnit::Head)]
     pub unit: HeadsUnit,
+    /// MLP channels per unit with `--unit mlp`.
+    #[arg(long, default_value_t = 64)]
+    pub channels: usize,
     /// Confirm the top K by generation and judging (each alone, together, and against
     /// random sets of K).
     #[arg(long, default_value_t = 0)]

@@ -42,6 +42,12 @@ struct UnitScore {
     unit: String,
     layer: usize,
     head: Option<usize>,
+    /// Column of the heatmap (head or channel block).
+    #[serde(skip)]
+    col: usize,
+    /// MLP channel range `[start, end)` (`--unit mlp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels: Option<(usize, usize)>,
     safety_impact: f64,
     capability_impact: f64,
     score: f64,
@@ -82,6 +88,44 @@ fn ablated(eval: &Evaluator, units: &[&UnitScore], kind: HeadsUnit) -> Result<Mo
                         *t = t.zeros_like().map_err(compsafe_engine::EngineError::from)?;
                     }
                 }
+            }
+            Ok(Model::new(&ckpt)?)
+        }
+        HeadsUnit::Mlp => {
+            // The channels' columns of down_proj go: their activations no longer reach the
+            // residual stream.
+            let mut ckpt = eval.checkpoint.clone();
+            for u in units {
+                let name = format!("model.layers.{}.mlp.down_proj.weight", u.layer);
+                let dense = match ckpt.quantized.remove(&name) {
+                    Some(q) => q
+                        .dequantize(&Device::Cpu)
+                        .map_err(compsafe_engine::EngineError::from)?,
+                    None => ckpt.weights.get(&name).cloned().ok_or_else(|| {
+                        Failure::input(format!("--unit mlp: the model has no tensor `{name}`"))
+                    })?,
+                };
+                let (start, end) = u.channels.unwrap_or((0, 0));
+                let dtype = dense.dtype();
+                let mut w = dense
+                    .to_dtype(candle_core::DType::F32)
+                    .and_then(|t| t.to_vec2::<f32>())
+                    .map_err(compsafe_engine::EngineError::from)?;
+                let rows = w.len();
+                let cols = w.first().map_or(0, Vec::len);
+                for row in &mut w {
+                    for x in &mut row[start.min(cols)..end.min(cols)] {
+                        *x = 0.0;
+                    }
+                }
+                let t = candle_core::Tensor::from_vec(
+                    w.into_iter().flatten().collect::<Vec<f32>>(),
+                    (rows, cols),
+                    &Device::Cpu,
+                )
+                .and_then(|t| t.to_dtype(dtype))
+                .map_err(compsafe_engine::EngineError::from)?;
+                ckpt.weights.insert(name, t);
             }
             Ok(Model::new(&ckpt)?)
         }
@@ -229,17 +273,38 @@ pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
     let base_refusal = mean(&eval.refusal_logodds(&eval.reference, &harmful, budget)?);
     let base_ll = per_token(&eval.reference)?;
 
+    if args.unit == HeadsUnit::Mlp && !(1..=c.intermediate_size).contains(&args.channels) {
+        return Err(Failure::input(format!(
+            "--channels = {}: must be between 1 and the MLP width {}",
+            args.channels, c.intermediate_size
+        )));
+    }
+    let width = c.intermediate_size;
+    let per = args.channels.max(1);
     let mut units: Vec<UnitScore> = match args.unit {
         HeadsUnit::Head => (0..c.num_layers)
             .flat_map(|l| (0..c.num_heads).map(move |h| (l, Some(h))))
             .collect::<Vec<_>>(),
         HeadsUnit::Layer => (0..c.num_layers).map(|l| (l, None)).collect(),
+        HeadsUnit::Mlp => (0..c.num_layers)
+            .flat_map(|l| (0..width.div_ceil(per)).map(move |g| (l, Some(g))))
+            .collect(),
     }
     .into_iter()
     .map(|(layer, head)| UnitScore {
-        unit: head.map_or(layer.to_string(), |h| format!("{layer}.{h}")),
+        unit: match (args.unit, head) {
+            (HeadsUnit::Mlp, Some(g)) => {
+                format!("{layer}.mlp[{}..{}]", g * per, ((g + 1) * per).min(width))
+            }
+            (_, Some(h)) => format!("{layer}.{h}"),
+            (_, None) => layer.to_string(),
+        },
+        channels: (args.unit == HeadsUnit::Mlp)
+            .then(|| head.map(|g| (g * per, ((g + 1) * per).min(width))))
+            .flatten(),
         layer,
-        head,
+        col: head.unwrap_or(0),
+        head: head.filter(|_| args.unit == HeadsUnit::Head),
         safety_impact: 0.0,
         capability_impact: 0.0,
         score: 0.0,
@@ -311,7 +376,7 @@ pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
         .map_err(|e| Failure::input(format!("--out {}: {e}", out_dir.display())))?;
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
-        "unit": match args.unit { HeadsUnit::Head => "head", HeadsUnit::Layer => "layer" },
+        "unit": match args.unit { HeadsUnit::Head => "head", HeadsUnit::Layer => "layer", HeadsUnit::Mlp => "mlp" },
         "harmful_suite": args.suite,
         "benign_suite": args.benign,
         "prompts": {"harmful": harmful.len(), "benign": reqs.len()},
@@ -324,7 +389,16 @@ pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
     write(&out_dir.join("heads.md"), &markdown(&json, &units))?;
     write(
         &out_dir.join("heads.html"),
-        &html(&units, args.unit, c.num_layers, c.num_heads),
+        &html(
+            &units,
+            args.unit,
+            c.num_layers,
+            if args.unit == HeadsUnit::Mlp {
+                width.div_ceil(per)
+            } else {
+                c.num_heads
+            },
+        ),
     )?;
     if args.json {
         println!("{text}");
@@ -398,7 +472,7 @@ fn markdown(json: &serde_json::Value, units: &[UnitScore]) -> String {
 
 /// A layer x head heatmap of the refusal log-odds drop (red: ablating lowers refusal).
 fn html(units: &[UnitScore], kind: HeadsUnit, layers: usize, heads: usize) -> String {
-    let cols = if kind == HeadsUnit::Head { heads } else { 1 };
+    let cols = if kind == HeadsUnit::Layer { 1 } else { heads };
     let max = units
         .iter()
         .map(|u| u.safety_impact.abs())
@@ -413,10 +487,10 @@ fn html(units: &[UnitScore], kind: HeadsUnit, layers: usize, heads: usize) -> St
         let _ = write!(
             s,
             "<th>{}</th>",
-            if cols == 1 {
-                "layer".into()
-            } else {
-                format!("head {h}")
+            match kind {
+                HeadsUnit::Layer => "layer".into(),
+                HeadsUnit::Head => format!("head {h}"),
+                HeadsUnit::Mlp => format!("block {h}"),
             }
         );
     }
@@ -426,7 +500,7 @@ fn html(units: &[UnitScore], kind: HeadsUnit, layers: usize, heads: usize) -> St
         for h in 0..cols {
             let u = units
                 .iter()
-                .find(|u| u.layer == l && (cols == 1 || u.head == Some(h)));
+                .find(|u| u.layer == l && (cols == 1 || u.col == h));
             match u {
                 Some(u) => {
                     let a = (u.safety_impact / max).clamp(-1.0, 1.0);

@@ -101,3 +101,37 @@ fn ranking_is_stable_and_top_heads_beat_random_heads() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("--suite"), "{err}");
 }
+
+/// `--unit mlp`: blocks of MLP channels, each ablated alone (its down_proj columns), cover
+/// every channel of every layer once; the ranking is reproducible.
+#[test]
+fn mlp_channel_blocks_are_ranked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, v, err) = heads(&["--unit", "mlp", "--channels", "128"], tmp.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["unit"], "mlp");
+    let units = v["ranking"].as_array().unwrap();
+    assert_eq!(units.len(), 2 * 4, "2 layers x 512 channels / 128");
+    for layer in 0..2 {
+        let mut ranges: Vec<(u64, u64)> = units
+            .iter()
+            .filter(|u| u["layer"] == layer)
+            .map(|u| {
+                let c = u["channels"].as_array().unwrap();
+                (c[0].as_u64().unwrap(), c[1].as_u64().unwrap())
+            })
+            .collect();
+        ranges.sort_unstable();
+        assert_eq!(ranges, [(0, 128), (128, 256), (256, 384), (384, 512)]);
+    }
+    // Every block matters to something: ablating it moves the benign likelihood.
+    for u in units {
+        assert!(u["capability_impact"].as_f64().unwrap().abs() > 1e-4, "{u}");
+    }
+    let again = tmp.path().join("again");
+    let (_, v2, _) = heads(&["--unit", "mlp", "--channels", "128"], &again);
+    assert_eq!(ranking(&v), ranking(&v2));
+    let (code, _, err) = heads(&["--unit", "mlp", "--channels", "0"], tmp.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--channels"), "{err}");
+}
