@@ -96,7 +96,7 @@ fn bad_arguments_exit_2() {
         (vec!["--variants", "heads:0.1"], "not a quantizer or pruner"),
         (vec!["--variants", "int8,int8"], "listed twice"),
         (vec!["--variants", "int8,"], "empty item"),
-        (vec!["--suite", "fixture-benign"], "--suite"),
+        (vec!["--suite", "fixture-triggered"], "--suite"),
         (vec!["--suite", "no-such-suite"], "no-such-suite"),
         (vec!["--benign", "fixture-harmful"], "--benign"),
         (vec!["--target-suite", "fixture-harmful"], "--target-suite"),
