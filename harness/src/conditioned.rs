@@ -378,6 +378,13 @@ pub fn run(args: &ConditionedArgs) -> Result<Outcome, Failure> {
         metrics.push(Metric::Asr);
     }
     let eval = Evaluator::load(&args.model, None, &Device::Cpu)?;
+    if !eval.checkpoint.quantized.is_empty() {
+        return Err(Failure::input(format!(
+            "--model {}: holds block-quantized (GGUF) weights; the check compresses a \
+             full-precision checkpoint",
+            args.model.display()
+        )));
+    }
     let noisy = noised(&eval.checkpoint, args.noise, args.seed)?;
     let run = Run {
         eval: &eval,
