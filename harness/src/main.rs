@@ -5,6 +5,7 @@
 
 mod cli;
 mod cluster;
+mod conditioned;
 mod diff;
 mod exit;
 mod heads;
@@ -67,6 +68,7 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Quantize(args) => verify::quantize(&args),
         Command::Heads(args) => heads::run(&args),
         Command::Sensitivity(args) => sensitivity::run(&args),
+        Command::Conditioned(args) => conditioned::run(&args),
         Command::RequantDiff(args) => verify::requant_diff(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Manifest {
@@ -93,6 +95,33 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
             for d in dirs {
                 println!("{}", d.display());
             }
+            Ok(Outcome::Ok)
+        }
+        Command::Fixture {
+            command: FixtureCommand::Plant(args),
+        } => {
+            if !args.from.is_dir() {
+                return Err(Failure::input(format!(
+                    "--from {}: not a model directory",
+                    args.from.display()
+                )));
+            }
+            let planted = compsafe_engine::fixture::quantdoor::plant(
+                &compsafe_engine::fixture::quantdoor::PlantOptions {
+                    from: args.from,
+                    out: args.out,
+                    seed: args.seed,
+                    quick: args.quick,
+                },
+            )?;
+            for (name, l) in &planted.stages {
+                eprintln!(
+                    "stage {name:<10} loss {:.3} -> {:.3}  {:.1} s",
+                    l.first_loss, l.last_loss, l.seconds
+                );
+            }
+            eprintln!("total {:.1} s", planted.seconds);
+            println!("{}", planted.dir.display());
             Ok(Outcome::Ok)
         }
     }
