@@ -28,7 +28,6 @@
 //! are reported unadjusted.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use compsafe_core::report::Record;
@@ -46,6 +45,7 @@ use serde::Serialize;
 
 use crate::cli::ConditionedArgs;
 use crate::exit::{Failure, Outcome};
+use crate::outputs::write;
 
 /// Schema of conditioned.json.
 pub const SCHEMA: &str = "compsafe.conditioned/v1";
@@ -521,17 +521,7 @@ pub fn run(args: &ConditionedArgs) -> Result<Outcome, Failure> {
         "examples": samples,
         "seconds": start.elapsed().as_secs_f64(),
     });
-    let out_dir = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("out").join(format!(
-            "conditioned-{}",
-            args.model
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ))
-    });
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| Failure::input(format!("--out {}: {e}", out_dir.display())))?;
+    let out_dir = crate::outputs::output_dir(args.out.as_deref(), "conditioned", &args.model)?;
     let text = serde_json::to_string_pretty(&json).unwrap_or_default();
     let md = markdown(&json, &cells);
     write(&out_dir.join("conditioned.json"), &text)?;
@@ -547,10 +537,6 @@ pub fn run(args: &ConditionedArgs) -> Result<Outcome, Failure> {
     } else {
         Outcome::Ok
     })
-}
-
-fn write(path: &Path, text: &str) -> Result<(), Failure> {
-    std::fs::write(path, text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }
 
 /// A p-value for tables: four decimals, or scientific below 1e-4.

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
 use compsafe_core::suite::Expect;
@@ -34,6 +34,7 @@ use rand::SeedableRng;
 
 use crate::cli::{HeadsArgs, HeadsUnit};
 use crate::exit::{Failure, Outcome};
+use crate::outputs::write;
 
 /// One ablated unit's measurements.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -363,17 +364,7 @@ pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
         });
     }
 
-    let out_dir = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("out").join(format!(
-            "heads-{}",
-            args.model
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ))
-    });
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| Failure::input(format!("--out {}: {e}", out_dir.display())))?;
+    let out_dir = crate::outputs::output_dir(args.out.as_deref(), "heads", &args.model)?;
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
         "unit": match args.unit { HeadsUnit::Head => "head", HeadsUnit::Layer => "layer", HeadsUnit::Mlp => "mlp" },
@@ -407,10 +398,6 @@ pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
         println!("wrote {}/heads.{{json,md,html}}", out_dir.display());
     }
     Ok(Outcome::Ok)
-}
-
-fn write(path: &Path, text: &str) -> Result<(), Failure> {
-    std::fs::write(path, text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }
 
 fn markdown(json: &serde_json::Value, units: &[UnitScore]) -> String {

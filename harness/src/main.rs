@@ -11,6 +11,7 @@ mod exit;
 mod heads;
 mod layers;
 mod local;
+mod outputs;
 mod progress;
 mod run;
 mod sensitivity;

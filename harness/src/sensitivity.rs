@@ -18,7 +18,6 @@
 //! significantly (adjusted p < `--alpha`) is flagged and the command exits 1.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use compsafe_core::stats::{holm, PairedCounts};
@@ -30,6 +29,7 @@ use compsafe_worker::exec::Evaluator;
 use crate::cli::{SensitivityArgs, SensitivityUnit};
 use crate::exit::{Failure, Outcome};
 use crate::heads::{harmful_and_benign, refusals};
+use crate::outputs::write;
 
 /// One unit's measurements.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -246,17 +246,7 @@ pub fn run(args: &SensitivityArgs) -> Result<Outcome, Failure> {
         .map(|r| r.unit.clone())
         .collect();
 
-    let out_dir = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("out").join(format!(
-            "sensitivity-{}",
-            args.model
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ))
-    });
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| Failure::input(format!("--out {}: {e}", out_dir.display())))?;
+    let out_dir = crate::outputs::output_dir(args.out.as_deref(), "sensitivity", &args.model)?;
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
         "variant": base.name,
@@ -285,10 +275,6 @@ pub fn run(args: &SensitivityArgs) -> Result<Outcome, Failure> {
     } else {
         Outcome::CheckFailed
     })
-}
-
-fn write(path: &Path, text: &str) -> Result<(), Failure> {
-    std::fs::write(path, text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }
 
 fn markdown(json: &serde_json::Value, rows: &[Row], all: Option<&Row>) -> String {
