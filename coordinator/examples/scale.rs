@@ -72,6 +72,8 @@ async fn main() {
             bytes: None,
             integrity: Integrity::Unpinned,
             weight_error: None,
+            error: None,
+            integrity_failures: Vec::new(),
         },
         model: None,
         reference: None,

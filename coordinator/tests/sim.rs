@@ -71,6 +71,8 @@ fn result(n: u32, tag: &str) -> String {
             bytes: None,
             integrity: Integrity::Unpinned,
             weight_error: None,
+            error: None,
+            integrity_failures: Vec::new(),
         },
         model: None,
         reference: Some(ReferenceWire {

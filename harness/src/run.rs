@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compsafe_core::aggregate::{assemble, Inputs};
-use compsafe_core::report::{FileInfo, Integrity, ModelInfo, Record, SweepInfo, VariantInfo};
+use compsafe_core::report::{Integrity, Record, SweepInfo, VariantInfo};
 use compsafe_core::spec::{validate, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::Report;
 use compsafe_engine::device::parse_device;
-use compsafe_engine::integrity;
 use compsafe_worker::exec::{judges_for, Evaluator, ReferenceOutputs};
-use compsafe_worker::info::variant_info;
+use compsafe_worker::info::{failed_variant_info, model_info, variant_info, variant_integrity};
 
 use crate::cli::{RunArgs, ValidateArgs};
 use crate::exit::{Failure, Outcome};
@@ -83,36 +82,25 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
     let spec = &v.spec;
     let started_at = now_rfc3339();
     let device = parse_device(device)?;
-    let (digests, integrity) = integrity::verify(&spec.model.path, spec.model.manifest.as_deref())?;
-    let model_info = ModelInfo {
-        path: spec.model.path.display().to_string(),
-        files: digests
-            .iter()
-            .map(|d| FileInfo {
-                name: d.name.clone(),
-                sha256: d.sha256.clone(),
-                bytes: d.bytes,
-            })
-            .collect(),
-        integrity: match &integrity {
-            integrity::Integrity::Ok => Integrity::Ok,
-            integrity::Integrity::Failed(_) => Integrity::Failed,
-            integrity::Integrity::Unpinned => Integrity::Unpinned,
-        },
-        integrity_failures: match integrity {
-            integrity::Integrity::Failed(m) => m,
-            _ => Vec::new(),
-        },
-    };
+    let model_info = model_info(spec)?;
     for m in &model_info.integrity_failures {
         eprintln!("{m}");
     }
-    progress(json, &format!("loading {}", spec.model.path.display()));
-    let eval = Evaluator::load(
-        &spec.model.path,
-        spec.model.chat_template.as_deref(),
-        &device,
-    )?;
+    let checks = spec
+        .variants
+        .iter()
+        .map(|e| variant_integrity(e, &model_info))
+        .collect::<Result<Vec<_>, _>>()?;
+    let eval = if checks.iter().all(|c| !c.failures.is_empty()) {
+        None
+    } else {
+        progress(json, &format!("loading {}", spec.model.path.display()));
+        Some(Evaluator::load(
+            &spec.model.path,
+            spec.model.chat_template.as_deref(),
+            &device,
+        )?)
+    };
     let mut records: Vec<Record> = Vec::new();
     let mut variants: Vec<VariantInfo> = Vec::new();
     let mut reference_outputs: BTreeMap<String, ReferenceOutputs> = BTreeMap::new();
@@ -120,6 +108,12 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
     for (vi, entry) in spec.variants.iter().enumerate() {
         let variant = &entry.variant;
         let is_ref = vi == 0;
+        let check = &checks[vi];
+        let Some(eval) = eval.as_ref().filter(|_| check.failures.is_empty()) else {
+            // The files do not match their pins: nothing is evaluated on them.
+            variants.push(failed_variant_info(entry, check));
+            continue;
+        };
         progress(
             json,
             &format!(
@@ -130,7 +124,7 @@ pub fn execute(v: &Validated, device: &str, json: bool) -> Result<(Report, Vec<R
             ),
         );
         let derived = eval.derive(variant)?;
-        variants.push(variant_info(entry, &derived, model_info.integrity)?);
+        variants.push(variant_info(entry, &derived, check.integrity));
         for (si, suite) in v.suites.iter().enumerate() {
             let judges = judges_for(
                 spec.refusal_judge(si),
@@ -251,6 +245,17 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             report.model.path
         );
     }
+    let failed: Vec<&VariantInfo> = report.variants.iter().filter(|v| v.failed()).collect();
+    for v in &failed {
+        eprintln!(
+            "variant {} failed: {}",
+            v.name,
+            v.error.as_deref().unwrap_or_default()
+        );
+        for f in &v.integrity_failures {
+            eprintln!("  {f}");
+        }
+    }
     let written = write_outputs(&out, &report, &records)?;
     if args.json {
         println!(
@@ -264,7 +269,12 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             println!("wrote {}", p.display());
         }
     }
-    Ok(Outcome::Ok)
+    // A variant that could not be evaluated on trusted files fails the run (exit 1).
+    Ok(if failed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }
 
 fn print_summary(report: &Report) {
