@@ -12,6 +12,7 @@ mod layers;
 mod local;
 mod progress;
 mod run;
+mod search;
 mod verify;
 
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Boundary(args) => layers::boundary(&args),
         Command::Quantize(args) => verify::quantize(&args),
         Command::Heads(args) => heads::run(&args),
+        Command::Search(args) => search::run(&args),
         Command::RequantDiff(args) => verify::requant_diff(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Manifest {

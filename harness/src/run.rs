@@ -7,12 +7,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use compsafe_core::aggregate::{assemble, Inputs};
 use compsafe_core::report::{Integrity, Record, SweepInfo, VariantInfo};
-use compsafe_core::spec::{validate, Validated};
+use compsafe_core::spec::{validate, SearchSection, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::Report;
 use compsafe_engine::device::parse_device;
 use compsafe_worker::exec::{judges_for, Evaluator, ReferenceOutputs};
 use compsafe_worker::info::{failed_variant_info, model_info, variant_info, variant_integrity};
+use compsafe_worker::search::{search, SearchConfig, SearchResult, Searcher};
 
 use crate::cli::{RunArgs, ValidateArgs};
 use crate::exit::{Failure, Outcome};
@@ -245,7 +246,12 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             report.model.path
         );
     }
-    let failed: Vec<&VariantInfo> = report.variants.iter().filter(|v| v.failed()).collect();
+    let failed: Vec<VariantInfo> = report
+        .variants
+        .iter()
+        .filter(|v| v.failed())
+        .cloned()
+        .collect();
     for v in &failed {
         eprintln!(
             "variant {} failed: {}",
@@ -254,6 +260,33 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
         );
         for f in &v.integrity_failures {
             eprintln!("  {f}");
+        }
+    }
+    let mut report = report;
+    if let Some(section) = &v.spec.search {
+        if failed.is_empty() {
+            let found = run_search(&v, section, &args.device, args.json)?;
+            let text = serde_json::to_string_pretty(&found.iter().map(|(n, r)| {
+                serde_json::json!({"variant": n, "suite": section.suite, "search": r})
+            }).collect::<Vec<_>>())
+            .map_err(|e| Failure {
+                code: 3,
+                message: format!("search serialisation failed: {e}"),
+            })?;
+            std::fs::create_dir_all(&out).map_err(|e| Failure {
+                code: 3,
+                message: format!("{}: cannot create output directory: {e}", out.display()),
+            })?;
+            write_file(&out.join("search.json"), format!("{text}\n").as_bytes())?;
+            for (name, r) in &found {
+                report
+                    .divergences
+                    .extend(compsafe_worker::search::divergences(
+                        &r.greedy,
+                        name,
+                        &section.suite,
+                    ));
+            }
         }
     }
     let written = write_outputs(&out, &report, &records)?;
@@ -275,6 +308,66 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
     } else {
         Outcome::CheckFailed
     })
+}
+
+/// The spec's `[search]`: the targeted search of each named variant on the named suite, run
+/// in this process after the sweep (greedy search and its random baseline).
+fn run_search(
+    v: &Validated,
+    section: &SearchSection,
+    device: &str,
+    json: bool,
+) -> Result<Vec<(String, SearchResult)>, Failure> {
+    let spec = &v.spec;
+    let device = parse_device(device)?;
+    let si = spec
+        .suites
+        .iter()
+        .position(|s| s.source.name == section.suite)
+        .ok_or_else(|| {
+            Failure::input(format!("search.suite = {:?}: not a suite", section.suite))
+        })?;
+    let suite = &v.suites[si];
+    let judges = judges_for(
+        spec.refusal_judge(si),
+        spec.judge.target,
+        spec.judge.degenerate,
+        suite,
+    )?;
+    let eval = Evaluator::load(
+        &spec.model.path,
+        spec.model.chat_template.as_deref(),
+        &device,
+    )?;
+    let cfg = SearchConfig {
+        budget: section.budget,
+        suffix_len: section.suffix_len,
+        candidates: section.candidates,
+        seed: section.seed,
+        margin: section.margin,
+    };
+    let prompts = &suite.prompts[..section.limit.min(suite.prompts.len())];
+    let mut out = Vec::new();
+    for name in &section.variants {
+        let entry = spec
+            .variants
+            .iter()
+            .find(|e| &e.variant.name == name)
+            .ok_or_else(|| Failure::input(format!("search.variants: {name:?} is not a variant")))?;
+        progress(json, &format!("search: {name} on {}", suite.name));
+        let derived = eval.derive(&entry.variant)?;
+        let searcher = Searcher::new(
+            &eval,
+            &derived.model,
+            name,
+            suite,
+            &judges,
+            &spec.generation,
+            cfg,
+        )?;
+        out.push((name.clone(), search(&searcher, prompts)?));
+    }
+    Ok(out)
 }
 
 fn print_summary(report: &Report) {

@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod info;
 pub mod pull;
+pub mod search;
 pub mod unit;
 
 pub use exec::{Evaluator, ReferenceOutputs};
