@@ -1256,6 +1256,73 @@ refusal = "harmbench"
     }
 
     #[test]
+    fn search_section_defaults_and_errors() {
+        assert_eq!(parse(GOOD).unwrap().search, None);
+        let with = |section: &str| parse(&format!("{GOOD}\n[search]\n{section}"));
+        let s = with("variants = [\"int4:g32\"]\nsuite = \"mine\"\n")
+            .unwrap()
+            .search
+            .unwrap();
+        assert_eq!(
+            (
+                s.limit,
+                s.budget,
+                s.suffix_len,
+                s.candidates,
+                s.seed,
+                s.margin
+            ),
+            (20, 64, 4, 8, 7, 1.0),
+            "defaults, the seed from [sweep]"
+        );
+        let s = with("variants = [\"student\"]\nsuite = \"mine\"\nseed = 5\nbudget = 9\n")
+            .unwrap()
+            .search
+            .unwrap();
+        assert_eq!((s.seed, s.budget), (5, 9));
+        for (section, field, value) in [
+            ("variants = []\nsuite = \"mine\"\n", "search.variants", "[]"),
+            (
+                "variants = [\"int2\"]\nsuite = \"mine\"\n",
+                "search.variants[0]",
+                "int2",
+            ),
+            (
+                "variants = [\"fp32\"]\nsuite = \"mine\"\n",
+                "search.variants[0]",
+                "fp32",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"xstest-safe\"\n",
+                "search.suite",
+                "xstest-safe",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"nope\"\n",
+                "search.suite",
+                "nope",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"mine\"\ncandidates = 0\n",
+                "search.candidates",
+                "0",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"mine\"\nmargin = nan\n",
+                "search.margin",
+                "NaN",
+            ),
+        ] {
+            let e = with(section).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.value.as_str()),
+                (field, value),
+                "{section}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn good_spec() {
         let s = parse(GOOD).unwrap();
         assert_eq!(s.sweep.seed, 7);
