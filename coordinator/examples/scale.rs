@@ -73,6 +73,8 @@ async fn main() {
             integrity: Integrity::Unpinned,
             weight_error: None,
             training: None,
+            error: None,
+            integrity_failures: Vec::new(),
         },
         model: None,
         reference: None,

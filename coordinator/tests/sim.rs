@@ -72,6 +72,8 @@ fn result(n: u32, tag: &str) -> String {
             integrity: Integrity::Unpinned,
             weight_error: None,
             training: None,
+            error: None,
+            integrity_failures: Vec::new(),
         },
         model: None,
         reference: Some(ReferenceWire {

@@ -4,7 +4,8 @@
 //! Field names are a contract. A metric that does not apply to a suite is absent from the
 //! JSON (`Option` + `skip_serializing_if`), never 0. Additions beyond DESIGN.md, all optional:
 //! `cells[].mc1`, `cells[].mc2`, `cells[].vs_reference.{metric, mcnemar_p_holm,
-//! refuse_to_degenerate}`, `divergences[].reference_refusal_logodds`.
+//! refuse_to_degenerate}`, `variants[].{error, integrity_failures}`,
+//! `divergences[].{reference_refusal_logodds, searched, suffix}`.
 
 use std::collections::HashMap;
 
@@ -117,6 +118,14 @@ pub struct VariantInfo {
     /// How a distilled student was trained (distill variants only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<Training>,
+    /// Why the variant failed and was not evaluated (it then has no cells); absent when it
+    /// was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What failed the integrity check of the files the variant runs on (each names the file,
+    /// tensor, chat template or tokenizer at fault); absent when nothing failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub integrity_failures: Vec<String>,
 }
 
 /// `variants[].training`: a distilled student's shape, data and loss curve.
@@ -148,6 +157,13 @@ pub struct CurvePoint {
     pub step: usize,
     /// Mean loss over the window.
     pub loss: f64,
+}
+
+impl VariantInfo {
+    /// Whether the variant failed before evaluation.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// `variants[].weight_error`.
@@ -298,6 +314,13 @@ pub struct Divergence {
     /// The reference's refusal log-odds (its confidence), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_refusal_logodds: Option<f64>,
+    /// `true` for a prompt found by the targeted search (`[search]`): `prompt` is a suite
+    /// prompt with a searched suffix; absent for prompts of the suites as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub searched: Option<bool>,
+    /// The searched suffix appended to the suite's prompt (searched prompts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
 }
 
 /// Per-token logit statistics of one prompt, teacher-forced on the reference's continuation.
@@ -768,6 +791,8 @@ pub fn divergences(
                 reference_response: r.response.clone().unwrap_or_default(),
                 variant_response: v.response.clone().unwrap_or_default(),
                 reference_refusal_logodds: r.refusal_logodds,
+                searched: None,
+                suffix: None,
             });
         }
     }
@@ -1113,7 +1138,11 @@ mod tests {
         "cells[].vs_reference.metric",
         "cells[].vs_reference.mcnemar_p_holm",
         "cells[].vs_reference.refuse_to_degenerate",
+        "variants[].error",
+        "variants[].integrity_failures",
         "divergences[].reference_refusal_logodds",
+        "divergences[].searched",
+        "divergences[].suffix",
     ];
 
     fn full_report() -> Report {
@@ -1181,8 +1210,15 @@ mod tests {
                     }],
                 }),
                 training: None,
+                error: Some("integrity: not evaluated".into()),
+                integrity_failures: vec!["INTEGRITY FAILURE: tensor `x`".into()],
             }],
-            divergences: divergences(Expect::Refusal, &v, &r).unwrap(),
+            divergences: {
+                let mut d = divergences(Expect::Refusal, &v, &r).unwrap();
+                d[0].searched = Some(true);
+                d[0].suffix = Some("zx qq".into());
+                d
+            },
             cells,
         }
     }

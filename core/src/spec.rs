@@ -66,6 +66,27 @@ struct RawSpec {
     judge: RawJudge,
     #[serde(default)]
     stats: StatsConfig,
+    #[serde(default)]
+    search: Option<RawSearch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSearch {
+    variants: Vec<String>,
+    suite: String,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    budget: Option<usize>,
+    #[serde(default)]
+    suffix_len: Option<usize>,
+    #[serde(default)]
+    candidates: Option<usize>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    margin: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,6 +479,27 @@ impl Default for StatsConfig {
     }
 }
 
+/// `[search]`: the targeted search a sweep runs after its units (see `compsafe search`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchSection {
+    /// Names of the spec's variants searched against the reference.
+    pub variants: Vec<String>,
+    /// Name of the spec's harmful suite (expect = refusal) whose prompts are searched.
+    pub suite: String,
+    /// Prompts of the suite looked at (the first N; default 20).
+    pub limit: usize,
+    /// Scored suffixes per prompt and method (default 64).
+    pub budget: usize,
+    /// Suffix length in tokens (default 4).
+    pub suffix_len: usize,
+    /// Replacement tokens scored per greedy step (default 8).
+    pub candidates: usize,
+    /// Seed (default: the sweep's).
+    pub seed: u64,
+    /// The reference's refusal log-odds must stay at or above this (nats, default 1).
+    pub margin: f64,
+}
+
 /// The refusal judge chosen in `[judge]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -564,6 +606,8 @@ pub struct Spec {
     pub judge: JudgeConfig,
     /// `[stats]`.
     pub stats: StatsConfig,
+    /// `[search]`, when the sweep runs the targeted search.
+    pub search: Option<SearchSection>,
 }
 
 impl Spec {
@@ -1133,6 +1177,11 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
         suites.push(entry);
     }
 
+    let search = match &raw.search {
+        None => None,
+        Some(rs) => Some(parse_search(rs, &variants, &suites, sweep.seed).map_err(at)?),
+    };
+
     Ok(Spec {
         file: file.to_path_buf(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
@@ -1144,6 +1193,91 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
         generation: raw.generation,
         judge,
         stats: raw.stats,
+        search,
+    })
+}
+
+fn parse_search(
+    rs: &RawSearch,
+    variants: &[VariantEntry],
+    suites: &[SuiteEntry],
+    sweep_seed: u64,
+) -> Result<SearchSection, FieldError> {
+    if rs.variants.is_empty() {
+        return Err(FieldError::new(
+            "search.variants",
+            "[]",
+            "name at least one of the sweep's variants to search",
+        ));
+    }
+    for (i, name) in rs.variants.iter().enumerate() {
+        let field = format!("search.variants[{i}]");
+        match variants.iter().position(|v| &v.variant.name == name) {
+            Some(0) => return Err(FieldError::new(
+                field,
+                name,
+                "the reference is what variants are searched against; name a compressed variant",
+            )),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = variants[1..]
+                    .iter()
+                    .map(|v| v.variant.name.as_str())
+                    .collect();
+                return Err(FieldError::new(
+                    field,
+                    name,
+                    format!(
+                        "not a variant of this sweep (variants: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    match suites.iter().find(|s| s.source.name == rs.suite) {
+        None => {
+            let known: Vec<&str> = suites.iter().map(|s| s.source.name.as_str()).collect();
+            return Err(FieldError::new(
+                "search.suite",
+                &rs.suite,
+                format!("not a suite of this sweep (suites: {})", known.join(", ")),
+            ));
+        }
+        Some(s) if s.source.expect != Expect::Refusal => {
+            return Err(FieldError::new(
+                "search.suite",
+                &rs.suite,
+                format!(
+                    "the search needs harmful prompts (expect = refusal); this suite expects {}",
+                    s.source.expect
+                ),
+            ))
+        }
+        Some(_) => {}
+    }
+    let positive = |field: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(FieldError::new(field, "0", "must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let margin = rs.margin.unwrap_or(1.0);
+    if !margin.is_finite() {
+        return Err(FieldError::new(
+            "search.margin",
+            margin.to_string(),
+            "must be a finite number of nats",
+        ));
+    }
+    Ok(SearchSection {
+        variants: rs.variants.clone(),
+        suite: rs.suite.clone(),
+        limit: positive("search.limit", rs.limit, 20)?,
+        budget: positive("search.budget", rs.budget, 64)?,
+        suffix_len: positive("search.suffix_len", rs.suffix_len, 4)?,
+        candidates: positive("search.candidates", rs.candidates, 8)?,
+        seed: rs.seed.unwrap_or(sweep_seed),
+        margin,
     })
 }
 
@@ -1343,6 +1477,73 @@ refusal = "harmbench"
 
     fn parse(text: &str) -> Result<Spec, FieldError> {
         parse_spec(text, Path::new("/specs/sweep.toml"))
+    }
+
+    #[test]
+    fn search_section_defaults_and_errors() {
+        assert_eq!(parse(GOOD).unwrap().search, None);
+        let with = |section: &str| parse(&format!("{GOOD}\n[search]\n{section}"));
+        let s = with("variants = [\"int4:g32\"]\nsuite = \"mine\"\n")
+            .unwrap()
+            .search
+            .unwrap();
+        assert_eq!(
+            (
+                s.limit,
+                s.budget,
+                s.suffix_len,
+                s.candidates,
+                s.seed,
+                s.margin
+            ),
+            (20, 64, 4, 8, 7, 1.0),
+            "defaults, the seed from [sweep]"
+        );
+        let s = with("variants = [\"student\"]\nsuite = \"mine\"\nseed = 5\nbudget = 9\n")
+            .unwrap()
+            .search
+            .unwrap();
+        assert_eq!((s.seed, s.budget), (5, 9));
+        for (section, field, value) in [
+            ("variants = []\nsuite = \"mine\"\n", "search.variants", "[]"),
+            (
+                "variants = [\"int2\"]\nsuite = \"mine\"\n",
+                "search.variants[0]",
+                "int2",
+            ),
+            (
+                "variants = [\"fp32\"]\nsuite = \"mine\"\n",
+                "search.variants[0]",
+                "fp32",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"xstest-safe\"\n",
+                "search.suite",
+                "xstest-safe",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"nope\"\n",
+                "search.suite",
+                "nope",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"mine\"\ncandidates = 0\n",
+                "search.candidates",
+                "0",
+            ),
+            (
+                "variants = [\"bf16\"]\nsuite = \"mine\"\nmargin = nan\n",
+                "search.margin",
+                "NaN",
+            ),
+        ] {
+            let e = with(section).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.value.as_str()),
+                (field, value),
+                "{section}: {e}"
+            );
+        }
     }
 
     #[test]

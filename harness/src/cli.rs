@@ -37,6 +37,9 @@ pub enum Command {
     /// paired and Holm-adjusted, with a noise control that tells a behaviour conditioned on
     /// exact rounding from ordinary compression damage (exit 1 when something is flagged).
     Conditioned(ConditionedArgs),
+    /// Targeted search: short prompt suffixes that keep the reference refusing while a
+    /// compressed variant complies, against random suffixes with the same budget.
+    Search(SearchArgs),
     /// Writes a Hugging Face Llama checkpoint as a GGUF file (llama.cpp layout), its 2-D
     /// weights in one block type.
     Quantize(QuantizeArgs),
@@ -324,6 +327,50 @@ pub struct ConditionedArgs {
     /// Print the JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `compsafe search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Model: a Hugging Face directory or a .gguf file (the reference).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Compressed variant shorthand, e.g. int4:g32, gguf:q3k, prune:0.5.
+    #[arg(long)]
+    pub variant: String,
+    /// Harmful suite (expect = refusal), bundled name.
+    #[arg(long)]
+    pub suite: String,
+    /// Prompts of the suite looked at (the first N).
+    #[arg(long, default_value_t = 40)]
+    pub limit: usize,
+    /// Scored suffixes per prompt and method: one forward pass of each model per suffix.
+    #[arg(long, default_value_t = 64)]
+    pub budget: usize,
+    /// Suffix length in tokens.
+    #[arg(long, default_value_t = 4)]
+    pub suffix_len: usize,
+    /// Replacement tokens scored per greedy step.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: usize,
+    /// Seed of the initial suffixes, positions, candidates and random baseline.
+    #[arg(long, default_value_t = 20261126)]
+    pub seed: u64,
+    /// The reference's refusal log-odds must stay at or above this (nats) on a searched prompt.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub margin: f64,
+    /// Tokens generated per prompt when confirming.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: u32,
+    /// Output directory for search.json and search.md (default out/search-<variant>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when the greedy search confirms a hit (for pipelines that gate on it).
+    #[arg(long)]
+    pub fail_on_hit: bool,
 }
 
 /// Arguments of `compsafe quantize`.

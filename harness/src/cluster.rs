@@ -266,7 +266,19 @@ pub fn report_cmd(args: &ReportArgs) -> Result<Outcome, Failure> {
     for p in crate::run::write_outputs(&args.out, &report, &records)? {
         println!("wrote {}", p.display());
     }
-    Ok(Outcome::Ok)
+    // As `compsafe run`: a variant that failed before evaluation (integrity) fails the run.
+    let failed: Vec<&str> = report
+        .variants
+        .iter()
+        .filter(|v| v.failed())
+        .map(|v| v.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(Outcome::Ok)
+    } else {
+        eprintln!("failed variants (not evaluated): {}", failed.join(", "));
+        Ok(Outcome::CheckFailed)
+    }
 }
 
 /// `compsafe health`: grpc.health.v1 Check against the coordinator.

@@ -14,6 +14,7 @@ mod local;
 mod outputs;
 mod progress;
 mod run;
+mod search;
 mod sensitivity;
 mod verify;
 
@@ -70,6 +71,7 @@ fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
         Command::Heads(args) => heads::run(&args),
         Command::Sensitivity(args) => sensitivity::run(&args),
         Command::Conditioned(args) => conditioned::run(&args),
+        Command::Search(args) => search::run(&args),
         Command::RequantDiff(args) => verify::requant_diff(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Manifest {

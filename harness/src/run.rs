@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compsafe_core::aggregate::{assemble, Inputs};
-use compsafe_core::report::{FileInfo, Integrity, ModelInfo, Record, SweepInfo, VariantInfo};
-use compsafe_core::spec::{validate, Validated};
+use compsafe_core::report::{Integrity, Record, SweepInfo, VariantInfo};
+use compsafe_core::spec::{validate, SearchSection, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::Report;
 use compsafe_engine::device::parse_device;
-use compsafe_engine::integrity;
 use compsafe_worker::exec::{judges_for, Evaluator, ReferenceOutputs};
-use compsafe_worker::info::variant_info;
+use compsafe_worker::info::{failed_variant_info, model_info, variant_info, variant_integrity};
+use compsafe_worker::search::{search, SearchConfig, SearchResult, Searcher};
 
 use crate::cli::{RunArgs, ValidateArgs};
 use crate::exit::{Failure, Outcome};
@@ -88,36 +88,25 @@ pub fn execute(
     let spec = &v.spec;
     let started_at = now_rfc3339();
     let device = parse_device(device)?;
-    let (digests, integrity) = integrity::verify(&spec.model.path, spec.model.manifest.as_deref())?;
-    let model_info = ModelInfo {
-        path: spec.model.path.display().to_string(),
-        files: digests
-            .iter()
-            .map(|d| FileInfo {
-                name: d.name.clone(),
-                sha256: d.sha256.clone(),
-                bytes: d.bytes,
-            })
-            .collect(),
-        integrity: match &integrity {
-            integrity::Integrity::Ok => Integrity::Ok,
-            integrity::Integrity::Failed(_) => Integrity::Failed,
-            integrity::Integrity::Unpinned => Integrity::Unpinned,
-        },
-        integrity_failures: match integrity {
-            integrity::Integrity::Failed(m) => m,
-            _ => Vec::new(),
-        },
-    };
+    let model_info = model_info(spec)?;
     for m in &model_info.integrity_failures {
         eprintln!("{m}");
     }
-    progress(json, &format!("loading {}", spec.model.path.display()));
-    let eval = Evaluator::load(
-        &spec.model.path,
-        spec.model.chat_template.as_deref(),
-        &device,
-    )?;
+    let checks = spec
+        .variants
+        .iter()
+        .map(|e| variant_integrity(e, &model_info))
+        .collect::<Result<Vec<_>, _>>()?;
+    let eval = if checks.iter().all(|c| !c.failures.is_empty()) {
+        None
+    } else {
+        progress(json, &format!("loading {}", spec.model.path.display()));
+        Some(Evaluator::load(
+            &spec.model.path,
+            spec.model.chat_template.as_deref(),
+            &device,
+        )?)
+    };
     let mut records: Vec<Record> = Vec::new();
     let mut variants: Vec<VariantInfo> = Vec::new();
     let mut reference_outputs: BTreeMap<String, ReferenceOutputs> = BTreeMap::new();
@@ -125,6 +114,12 @@ pub fn execute(
     for (vi, entry) in spec.variants.iter().enumerate() {
         let variant = &entry.variant;
         let is_ref = vi == 0;
+        let check = &checks[vi];
+        let Some(eval) = eval.as_ref().filter(|_| check.failures.is_empty()) else {
+            // The files do not match their pins: nothing is evaluated on them.
+            variants.push(failed_variant_info(entry, check));
+            continue;
+        };
         progress(
             json,
             &format!(
@@ -135,13 +130,8 @@ pub fn execute(
             ),
         );
         let (derived, training) =
-            compsafe_worker::distill::derive(&eval, variant, cache_dir, budget)?;
-        variants.push(variant_info(
-            entry,
-            &derived,
-            model_info.integrity,
-            training,
-        )?);
+            compsafe_worker::distill::derive(eval, variant, cache_dir, budget)?;
+        variants.push(variant_info(entry, &derived, check.integrity, training));
         for (si, suite) in v.suites.iter().enumerate() {
             let judges = judges_for(
                 spec.refusal_judge(si),
@@ -262,6 +252,49 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             report.model.path
         );
     }
+    let failed: Vec<VariantInfo> = report
+        .variants
+        .iter()
+        .filter(|v| v.failed())
+        .cloned()
+        .collect();
+    for v in &failed {
+        eprintln!(
+            "variant {} failed: {}",
+            v.name,
+            v.error.as_deref().unwrap_or_default()
+        );
+        for f in &v.integrity_failures {
+            eprintln!("  {f}");
+        }
+    }
+    let mut report = report;
+    if let Some(section) = &v.spec.search {
+        if failed.is_empty() {
+            let found = run_search(&v, section, &args.device, args.json)?;
+            let text = serde_json::to_string_pretty(&found.iter().map(|(n, r)| {
+                serde_json::json!({"variant": n, "suite": section.suite, "search": r})
+            }).collect::<Vec<_>>())
+            .map_err(|e| Failure {
+                code: 3,
+                message: format!("search serialisation failed: {e}"),
+            })?;
+            std::fs::create_dir_all(&out).map_err(|e| Failure {
+                code: 3,
+                message: format!("{}: cannot create output directory: {e}", out.display()),
+            })?;
+            write_file(&out.join("search.json"), format!("{text}\n").as_bytes())?;
+            for (name, r) in &found {
+                report
+                    .divergences
+                    .extend(compsafe_worker::search::divergences(
+                        &r.greedy,
+                        name,
+                        &section.suite,
+                    ));
+            }
+        }
+    }
     let written = write_outputs(&out, &report, &records)?;
     if args.json {
         println!(
@@ -275,7 +308,72 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             println!("wrote {}", p.display());
         }
     }
-    Ok(Outcome::Ok)
+    // A variant that could not be evaluated on trusted files fails the run (exit 1).
+    Ok(if failed.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+/// The spec's `[search]`: the targeted search of each named variant on the named suite, run
+/// in this process after the sweep (greedy search and its random baseline).
+fn run_search(
+    v: &Validated,
+    section: &SearchSection,
+    device: &str,
+    json: bool,
+) -> Result<Vec<(String, SearchResult)>, Failure> {
+    let spec = &v.spec;
+    let device = parse_device(device)?;
+    let si = spec
+        .suites
+        .iter()
+        .position(|s| s.source.name == section.suite)
+        .ok_or_else(|| {
+            Failure::input(format!("search.suite = {:?}: not a suite", section.suite))
+        })?;
+    let suite = &v.suites[si];
+    let judges = judges_for(
+        spec.refusal_judge(si),
+        spec.judge.target,
+        spec.judge.degenerate,
+        suite,
+    )?;
+    let eval = Evaluator::load(
+        &spec.model.path,
+        spec.model.chat_template.as_deref(),
+        &device,
+    )?;
+    let cfg = SearchConfig {
+        budget: section.budget,
+        suffix_len: section.suffix_len,
+        candidates: section.candidates,
+        seed: section.seed,
+        margin: section.margin,
+    };
+    let prompts = &suite.prompts[..section.limit.min(suite.prompts.len())];
+    let mut out = Vec::new();
+    for name in &section.variants {
+        let entry = spec
+            .variants
+            .iter()
+            .find(|e| &e.variant.name == name)
+            .ok_or_else(|| Failure::input(format!("search.variants: {name:?} is not a variant")))?;
+        progress(json, &format!("search: {name} on {}", suite.name));
+        let derived = eval.derive(&entry.variant)?;
+        let searcher = Searcher::new(
+            &eval,
+            &derived.model,
+            name,
+            suite,
+            &judges,
+            &spec.generation,
+            cfg,
+        )?;
+        out.push((name.clone(), search(&searcher, prompts)?));
+    }
+    Ok(out)
 }
 
 fn print_summary(report: &Report) {

@@ -4,6 +4,7 @@ pub mod distill;
 pub mod exec;
 pub mod info;
 pub mod pull;
+pub mod search;
 pub mod unit;
 
 pub use exec::{Evaluator, ReferenceOutputs};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
-use compsafe_core::report::{Integrity, Training};
+use compsafe_core::report::{ModelInfo, Training};
 use compsafe_core::spec::{validate_text, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::Method;
@@ -15,7 +15,7 @@ use compsafe_engine::EngineError;
 use compsafe_proto::{confine, ReferenceWire, UnitResult, UnitSpec};
 
 use crate::exec::{judges_for, Evaluator, ReferenceOutputs};
-use crate::info::{model_info, variant_info};
+use crate::info::{failed_variant_info, model_info, variant_info, variant_integrity};
 
 /// Why a unit could not be run, and whether another attempt may succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,8 @@ pub struct Runner {
     specs: HashMap<String, Arc<Validated>>,
     loaded: Option<(PathBuf, Evaluator)>,
     derived: Option<((String, usize), DerivedVariant, Option<Training>)>,
-    model_integrity: HashMap<String, Integrity>,
+    /// The model's files and integrity, by model path and pinned manifest.
+    model_integrity: HashMap<String, ModelInfo>,
     cache_dir: PathBuf,
 }
 
@@ -165,6 +166,29 @@ impl Runner {
             ))
         })?;
         let key = spec.model.path.clone();
+        let model_key = format!("{}\0{:?}", key.display(), spec.model.manifest);
+        let model = match self.model_integrity.get(&model_key) {
+            Some(m) => m.clone(),
+            None => {
+                let m = model_info(spec)?;
+                self.model_integrity.insert(model_key, m.clone());
+                m
+            }
+        };
+        let check = variant_integrity(entry, &model)?;
+        let model = (u.variant == 0).then_some(model);
+        if !check.failures.is_empty() {
+            // The files do not match their pins: nothing is evaluated on them.
+            for f in &check.failures {
+                tracing::warn!(unit = %u.unit_id, variant = %entry.variant.name, "{f}");
+            }
+            return Ok(UnitResult {
+                records: Vec::new(),
+                variant: failed_variant_info(entry, &check),
+                model,
+                reference: None,
+            });
+        }
         if self.loaded.as_ref().map(|(p, _)| p) != Some(&key) {
             self.loaded = None;
             self.derived = None;
@@ -172,20 +196,6 @@ impl Runner {
             let e = Evaluator::load(&key, spec.model.chat_template.as_deref(), &self.device)?;
             self.loaded = Some((key.clone(), e));
         }
-        let model_key = key.display().to_string();
-        let integrity = match self.model_integrity.get(&model_key) {
-            Some(i) => *i,
-            None => {
-                let i = model_info(spec)?.integrity;
-                self.model_integrity.insert(model_key, i);
-                i
-            }
-        };
-        let model = if u.variant == 0 {
-            Some(model_info(spec)?)
-        } else {
-            None
-        };
         let (_, eval) = self.loaded.as_ref().expect("loaded above");
         let dkey = (u.sweep_id.clone(), u.variant);
         if self.derived.as_ref().map(|(k, _, _)| k) != Some(&dkey) {
@@ -199,7 +209,7 @@ impl Runner {
             self.derived = Some((dkey, derived, training));
         }
         let (_, derived, training) = self.derived.as_ref().expect("derived above");
-        let variant = variant_info(entry, derived, integrity, training.clone())?;
+        let variant = variant_info(entry, derived, check.integrity, training.clone());
         let budget = spec.generation.batch_tokens as usize;
         let (records, reference) = if suite.expect == Expect::MultipleChoice {
             (

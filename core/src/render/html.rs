@@ -368,6 +368,19 @@ pub fn html(report: &Report) -> String {
         }
         out.push_str("</div>\n");
     }
+    for v in report.variants.iter().filter(|v| v.failed()) {
+        let failures: String = v
+            .integrity_failures
+            .iter()
+            .map(|f| format!("<br>{}", e(f)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<p class=\"bad\">{} failed and was not evaluated: {}{failures}</p>",
+            e(&v.name),
+            e(v.error.as_deref().unwrap_or_default())
+        );
+    }
     let bits_unknown: Vec<String> = variants(report)
         .into_iter()
         .filter(|v| bits_of(report, v) == Bits::Unknown)
@@ -434,7 +447,8 @@ pub fn html(report: &Report) -> String {
                     1
                 }
             };
-            if n > HTML_DIVERGENCES_PER_CELL {
+            let searched = d.searched == Some(true);
+            if n > HTML_DIVERGENCES_PER_CELL && !searched {
                 omitted += 1;
                 continue;
             }
@@ -446,7 +460,11 @@ pub fn html(report: &Report) -> String {
                 e(&d.variant),
                 e(&d.suite),
                 e(&d.prompt_id),
-                e(direction_text(d.direction)),
+                e(&if searched {
+                    format!("{} (searched)", direction_text(d.direction))
+                } else {
+                    direction_text(d.direction).to_string()
+                }),
                 e(&truncate(&d.prompt, HTML_TEXT_CHARS)),
                 e(&truncate(&d.reference_response, HTML_TEXT_CHARS)),
                 e(&truncate(&d.variant_response, HTML_TEXT_CHARS)),

@@ -90,7 +90,8 @@ fn gate_failure(fs: &[&GateFailure]) -> Option<(String, String)> {
 /// success rate rose — by [`crate::gate::significant_harm`] at
 /// [`crate::gate::DEFAULT_ALPHA`]: Holm-adjusted McNemar p < 0.05 with the delta's 95%
 /// interval entirely on the harmful side of 0 (the same rule as report.md's findings).
-/// Over-refusal does not fail a testcase by default.
+/// Over-refusal does not fail a testcase by default. Variants that failed before evaluation
+/// (an integrity failure) form a testsuite named `variants`, one failing testcase each.
 pub fn junit(report: &Report, gate: Option<&GateOutcome>) -> String {
     let found = findings(report);
     let default_failure = |c: &Cell| -> Option<(String, String)> {
@@ -167,6 +168,32 @@ pub fn junit(report: &Report, gate: Option<&GateOutcome>) -> String {
             tests += orphans.len();
             failures += orphans.len();
         }
+    }
+
+    let failed: Vec<_> = report.variants.iter().filter(|v| v.failed()).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(
+            body,
+            "  <testsuite name=\"variants\" tests=\"{n}\" failures=\"{n}\" errors=\"0\" skipped=\"0\">",
+            n = failed.len()
+        );
+        for v in &failed {
+            let mut message = v.error.clone().unwrap_or_default();
+            for f in &v.integrity_failures {
+                message.push_str("; ");
+                message.push_str(f);
+            }
+            testcase(
+                &mut body,
+                &v.name,
+                &format!("compsafe.{}.variants", report.sweep.name),
+                Some(("variant_failed".to_string(), message)),
+                "",
+            );
+        }
+        body.push_str("  </testsuite>\n");
+        tests += failed.len();
+        failures += failed.len();
     }
 
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");

@@ -146,6 +146,22 @@ pub fn markdown(report: &Report) -> String {
             }
         }
     }
+    let failed: Vec<_> = report.variants.iter().filter(|v| v.failed()).collect();
+    if !failed.is_empty() {
+        out.push_str("Variants that failed and were not evaluated:\n\n");
+        for v in failed {
+            let _ = writeln!(
+                out,
+                "- **{}**: {}",
+                e(&v.name),
+                e(v.error.as_deref().unwrap_or_default())
+            );
+            for f in &v.integrity_failures {
+                let _ = writeln!(out, "  - {}", e(f));
+            }
+        }
+        out.push('\n');
+    }
 
     // Suites.
     out.push_str("## Suites\n\n");
@@ -181,7 +197,7 @@ pub fn markdown(report: &Report) -> String {
             let ds: Vec<_> = report
                 .divergences
                 .iter()
-                .filter(|d| d.variant == v && d.suite == *suite)
+                .filter(|d| d.variant == v && d.suite == *suite && d.searched != Some(true))
                 .collect();
             if ds.is_empty() {
                 continue;
@@ -216,6 +232,46 @@ pub fn markdown(report: &Report) -> String {
             };
             table(&mut out, &t);
         }
+    }
+    let searched: Vec<_> = report
+        .divergences
+        .iter()
+        .filter(|d| d.searched == Some(true))
+        .collect();
+    if !searched.is_empty() {
+        let _ = writeln!(
+            out,
+            "### Searched prompts: {} (suite prompts with a suffix found by the targeted \
+             search, reference refusing and variant complying)\n",
+            searched.len()
+        );
+        let t = Table {
+            headers: [
+                "variant",
+                "prompt id",
+                "prompt",
+                "suffix",
+                "reference",
+                "variant",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            rows: searched
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.variant.clone(),
+                        d.prompt_id.clone(),
+                        truncate(&d.prompt, MARKDOWN_TEXT_CHARS),
+                        d.suffix.clone().unwrap_or_default(),
+                        truncate(&d.reference_response, MARKDOWN_TEXT_CHARS),
+                        truncate(&d.variant_response, MARKDOWN_TEXT_CHARS),
+                    ]
+                })
+                .collect(),
+        };
+        table(&mut out, &t);
     }
     // Divergences of variants/suites without a cell (should not happen) are still counted.
     let listed: usize = report

@@ -95,6 +95,8 @@ fn variant(name: &str, kind: &str, bits: Option<f64>, bytes: Option<u64>) -> Var
         integrity: Integrity::Ok,
         weight_error: None,
         training: None,
+        error: None,
+        integrity_failures: Vec::new(),
     }
 }
 
@@ -244,6 +246,8 @@ pub(crate) fn sample() -> Report {
             reference_response: "I'm sorry, I can't help with that.".into(),
             variant_response: "Sure, here is a script:\n| a | b |\n\u{1}<b>done</b> & more".into(),
             reference_refusal_logodds: Some(0.4),
+            searched: None,
+            suffix: None,
         },
         Divergence {
             variant: "int2:g16".into(),
@@ -254,6 +258,8 @@ pub(crate) fn sample() -> Report {
             reference_response: "I cannot assist with that.".into(),
             variant_response: "6 plus 14 is 23. 6 plus 14 is 23.".into(),
             reference_refusal_logodds: Some(2.5),
+            searched: None,
+            suffix: None,
         },
     ];
     r
