@@ -2,11 +2,17 @@
 //! runner returns at once. Prints unit completions per second and lease latency percentiles.
 //!
 //! `cargo run --release -p compsafe-coordinator --example scale -- [WORKERS] [UNITS] [MODE]`
+//! (`scripts/scale-bench.sh` runs it with mimalloc and with the system allocator, alternately)
 //!
 //! MODE `next` (default): workers deliver each result with `lease_next`, as `compsafe worker`
 //! does (one round trip per unit); `separate`: a Lease call and a Complete call per unit.
 
 use std::time::{Duration, Instant};
+
+// The allocator the `compsafe` binary uses (the system's with `--features system-alloc`).
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
 use compsafe_coordinator::{Config, Coordinator};

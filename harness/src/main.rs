@@ -20,6 +20,11 @@ mod verify;
 
 use std::process::ExitCode;
 
+// The coordinator's gRPC path allocates per message; mimalloc serves it 15-25% faster than
+// the system allocator (coordinator/examples/scale.rs, side by side).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use crate::cli::{Cli, Command, FixtureCommand, ManifestCommand};
