@@ -333,12 +333,7 @@ impl Run<'_> {
         let mut refs = Vec::new();
         let mut records = Vec::new();
         for (i, suite) in self.suites.iter().enumerate() {
-            let judges = judges_for(
-                self.v.spec.refusal_judge(self.spec_index[i]),
-                self.v.spec.judge.target,
-                self.v.spec.judge.degenerate,
-                suite,
-            )?;
+            let judges = judges_for(&self.v.spec, self.spec_index[i], suite)?;
             let (recs, own) = self.eval.eval_generation(
                 name,
                 model,

@@ -215,12 +215,7 @@ pub(crate) fn refusals(
     name: &str,
 ) -> Result<Vec<bool>, Failure> {
     let suite = &v.suites[0];
-    let judges = judges_for(
-        v.spec.refusal_judge(0),
-        v.spec.judge.target,
-        v.spec.judge.degenerate,
-        suite,
-    )?;
+    let judges = judges_for(&v.spec, 0, suite)?;
     let (recs, _) = eval.eval_generation(
         name,
         model,

@@ -133,12 +133,7 @@ pub fn execute(
             compsafe_worker::distill::derive(eval, variant, cache_dir, budget)?;
         variants.push(variant_info(entry, &derived, check.integrity, training));
         for (si, suite) in v.suites.iter().enumerate() {
-            let judges = judges_for(
-                spec.refusal_judge(si),
-                spec.judge.target,
-                spec.judge.degenerate,
-                suite,
-            )?;
+            let judges = judges_for(spec, si, suite)?;
             let recs = if suite.expect == Expect::MultipleChoice {
                 eval.eval_multiple_choice(
                     &variant.name,
@@ -334,12 +329,7 @@ fn run_search(
             Failure::input(format!("search.suite = {:?}: not a suite", section.suite))
         })?;
     let suite = &v.suites[si];
-    let judges = judges_for(
-        spec.refusal_judge(si),
-        spec.judge.target,
-        spec.judge.degenerate,
-        suite,
-    )?;
+    let judges = judges_for(spec, si, suite)?;
     let eval = Evaluator::load(
         &spec.model.path,
         spec.model.chat_template.as_deref(),

@@ -96,12 +96,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome, Failure> {
     let eval = Evaluator::load(&args.model, None, &Device::Cpu)?;
     let derived = eval.derive(&variant)?;
     let s = &v.suites[0];
-    let judges = judges_for(
-        v.spec.refusal_judge(0),
-        v.spec.judge.target,
-        v.spec.judge.degenerate,
-        s,
-    )?;
+    let judges = judges_for(&v.spec, 0, s)?;
     let searcher = Searcher::new(
         &eval,
         &derived.model,

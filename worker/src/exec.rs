@@ -308,12 +308,12 @@ impl Evaluator {
     }
 }
 
-/// The judges of a suite: the spec's refusal judge, target judge and degeneracy check, plus a
-/// label judge for label suites.
+/// The judges of suite `index` of `spec` (loaded as `suite`): its refusal judge
+/// ([`Spec::refusal_judge`](compsafe_core::spec::Spec::refusal_judge)), the spec's target judge
+/// and degeneracy check, plus a label judge for label suites.
 pub fn judges_for(
-    refusal: compsafe_core::judge::KeywordJudge,
-    target: compsafe_core::judge::TargetJudge,
-    degeneracy: compsafe_core::judge::DegeneracyCheck,
+    spec: &compsafe_core::spec::Spec,
+    index: usize,
     suite: &Suite,
 ) -> Result<Judges, compsafe_core::FieldError> {
     let label = if suite.expect == Expect::Label {
@@ -323,10 +323,10 @@ pub fn judges_for(
     };
     Ok(Judges {
         response: compsafe_core::judge::ResponseJudge {
-            refusal,
-            degeneracy,
+            refusal: spec.refusal_judge(index),
+            degeneracy: spec.judge.degenerate,
         },
-        target,
+        target: spec.judge.target,
         label,
     })
 }

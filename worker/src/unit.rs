@@ -223,12 +223,7 @@ impl Runner {
                 None,
             )
         } else {
-            let judges = judges_for(
-                spec.refusal_judge(u.suite),
-                spec.judge.target,
-                spec.judge.degenerate,
-                suite,
-            )?;
+            let judges = judges_for(spec, u.suite, suite)?;
             let given = if u.variant == 0 {
                 None
             } else {

@@ -43,6 +43,14 @@ svg .ci,svg .cap{stroke:#2f6fb3;stroke-width:1.3}svg .pt.ref .ci,svg .pt.ref .ca
 svg .bar rect{fill:#c0562f}\
 ";
 
+/// Each line escaped, after a `<br>`.
+fn br_lines(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|f| format!("<br>{}", escape_xml(f)))
+        .collect()
+}
+
 fn table_html(out: &mut String, t: &Table, reference_rows: &[usize]) {
     out.push_str("<div class=\"wrap\"><table><thead><tr>");
     for h in &t.headers {
@@ -161,12 +169,7 @@ pub fn html(report: &Report) -> String {
     ] {
         let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", e(k), e(&v));
     }
-    let failures: String = report
-        .model
-        .integrity_failures
-        .iter()
-        .map(|f| format!("<br>{}", e(f)))
-        .collect();
+    let failures = br_lines(&report.model.integrity_failures);
     let _ = writeln!(
         out,
         "<dt>integrity</dt><dd class=\"{integrity_class}\">{}{failures}</dd>\
@@ -369,11 +372,7 @@ pub fn html(report: &Report) -> String {
         out.push_str("</div>\n");
     }
     for v in report.variants.iter().filter(|v| v.failed()) {
-        let failures: String = v
-            .integrity_failures
-            .iter()
-            .map(|f| format!("<br>{}", e(f)))
-            .collect();
+        let failures = br_lines(&v.integrity_failures);
         let _ = writeln!(
             out,
             "<p class=\"bad\">{} failed and was not evaluated: {}{failures}</p>",
