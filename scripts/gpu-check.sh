@@ -204,6 +204,25 @@ if ((rc == 0)); then
 else
   record "throughput compsafe" FAIL $(($(date +%s) - t)) "exit $rc after $n batch sizes; $(tail -1 "$out/throughput-compsafe.log")"
 fi
+# The same with the host's cost per kernel lowered (--host-tuning on), side by side; CUDA only.
+if [[ $device == cuda* ]]; then
+  t=$(date +%s)
+  lim=$(allow 60 70)
+  rc=0
+  timeout "$lim" "$bin/throughput" --device "$device" --shape "$shape" --batches "$batches" \
+    --host-tuning on >"$out/throughput-tuned.jsonl" 2>"$out/throughput-tuned.log" || rc=$?
+  detail=$(python3 - "$out/throughput-compsafe.jsonl" "$out/throughput-tuned.jsonl" <<'PY' 2>/dev/null || echo "no rows"
+import json, sys
+rows = [{r["batch"]: r for r in map(json.loads, filter(str.strip, open(p)))} for p in sys.argv[1:]]
+print("; ".join(f"b={b} step {rows[0][b]['step_ms']:.2f} -> {t['step_ms']:.2f} ms" for b, t in rows[1].items() if b in rows[0]))
+PY
+)
+  if ((rc == 0)); then
+    record "throughput host tuning" PASS $(($(date +%s) - t)) "$detail"
+  else
+    record "throughput host tuning" FAIL $(($(date +%s) - t)) "exit $rc; $(tail -1 "$out/throughput-tuned.log")"
+  fi
+fi
 t=$(date +%s)
 lim=$(allow 180 10)
 rc=0

@@ -5,9 +5,14 @@
 //! ```text
 //! throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] [--dtype bf16|f16|f32]
 //!            [--batches 1,16,64] [--prompt 128] [--new 128] [--fast on|off]
+//!            [--host-tuning on|off]
 //! ```
 //!
 //! `--fast` overrides the device's default choice of kernels (see `Model::set_fast_paths`).
+//! `--host-tuning on` (CUDA) lowers the host's cost per kernel: no cross-stream events per
+//! allocation and kernel argument (this program uses its device from one thread, so from one
+//! stream), and freed device memory stays in the driver's pool instead of being handed back at
+//! every synchronisation.
 //!
 //! For each batch size: a warm-up, then greedy generation of `--new` tokens after a prompt of
 //! `--prompt` random tokens per row (no EOS, so every row makes every token), and the same with
@@ -43,6 +48,7 @@ struct Args {
     prompt: usize,
     new: usize,
     fast: Option<bool>,
+    host_tuning: bool,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -59,6 +65,7 @@ fn parse_args() -> Result<Args, Error> {
         prompt: 128,
         new: 128,
         fast: None,
+        host_tuning: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -93,11 +100,20 @@ fn parse_args() -> Result<Args, Error> {
                     other => return Err(format!("--fast {other}: expected on or off").into()),
                 })
             }
+            "--host-tuning" => {
+                a.host_tuning = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => {
+                        return Err(format!("--host-tuning {other}: expected on or off").into())
+                    }
+                }
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] \
                      [--dtype bf16|f16|f32] [--batches 1,16,64] [--prompt 128] [--new 128] \
-                     [--fast on|off]"
+                     [--fast on|off] [--host-tuning on|off]"
                 );
                 std::process::exit(0);
             }
@@ -134,10 +150,30 @@ fn random_weights(cfg: &ModelConfig, device: &Device, dtype: DType) -> Result<We
     Ok(weights)
 }
 
-/// Device-to-device copy bandwidth in bytes per second (read + written), best of a few
-/// copies of a 1 GiB buffer (64 MiB on the CPU).
+/// Device-to-device copy bandwidth in bytes per second (read + written), best of a few copies
+/// of a 1 GiB buffer into another allocated beforehand (on the CPU, 64 MiB through the tensor
+/// library). On CUDA it is the driver's own copy, so neither an allocation nor a copy kernel of
+/// the tensor library is timed.
 fn copy_bandwidth(device: &Device) -> Result<f64, Error> {
-    let n = if device.is_cpu() { 16 << 20 } else { 256 << 20 };
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        let stream = d.cuda_stream();
+        let n = 1usize << 30;
+        let src = stream.alloc_zeros::<u8>(n)?;
+        let mut dst = stream.alloc_zeros::<u8>(n)?;
+        let mut best = f64::INFINITY;
+        for i in 0..8 {
+            stream.synchronize()?;
+            let t = Instant::now();
+            stream.memcpy_dtod(&src, &mut dst)?;
+            stream.synchronize()?;
+            if i > 0 {
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+        }
+        return Ok(2.0 * n as f64 / best);
+    }
+    let n = 16 << 20;
     let src = Tensor::zeros(n, DType::F32, device)?;
     let bytes = (n * 4) as f64;
     let mut best = f64::INFINITY;
@@ -153,6 +189,75 @@ fn copy_bandwidth(device: &Device) -> Result<f64, Error> {
         }
     }
     Ok(2.0 * bytes / best)
+}
+
+/// One decode step at batch 1 after a `prompt`-token prefill, timed twice: until the host has
+/// issued every kernel (the forward pass returns before the device has finished) and until the
+/// next token is on the host. Medians of 16 steps, in seconds. When the two are close, the step
+/// is bound by the host issuing kernels, not by the device reading memory.
+fn host_issue(model: &Model, vocab: usize, prompt: usize) -> Result<(f64, f64), Error> {
+    let device = model.device();
+    let steps = 16;
+    let mut cache = model.new_cache(prompt + steps + 1);
+    let ids = prompts(1, prompt, vocab, 11).remove(0);
+    let pos: Vec<i64> = (0..prompt as i64).collect();
+    let mask = model.mask(std::slice::from_ref(&pos), std::slice::from_ref(&pos))?;
+    let positions: Vec<u32> = (0..prompt as u32).collect();
+    let h = model.forward_hidden(
+        &Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?,
+        &Tensor::new(positions.as_slice(), device)?.unsqueeze(0)?,
+        &mask,
+        &mut cache,
+    )?;
+    let last = model.logits(&h.narrow(1, prompt - 1, 1)?)?;
+    let mut next = last.argmax(candle_core::D::Minus1)?.flatten_all()?.to_vec1::<u32>()?[0];
+    let (mut issued, mut done) = (Vec::new(), Vec::new());
+    for i in 0..steps {
+        device.synchronize()?;
+        let t = Instant::now();
+        let h = model.forward_hidden_masked(
+            &Tensor::new(&[[next]], device)?,
+            &Tensor::new(&[[(prompt + i) as u32]], device)?,
+            None,
+            &mut cache,
+        )?;
+        let tok = model.logits(&h)?.argmax(candle_core::D::Minus1)?;
+        issued.push(t.elapsed().as_secs_f64());
+        next = tok.flatten_all()?.to_vec1::<u32>()?[0];
+        done.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(&mut issued), median(&mut done)))
+}
+
+/// See `--host-tuning`.
+#[allow(unsafe_code)]
+fn host_tuning(device: &Device) -> Result<(), Error> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        use candle_core::cuda::cudarc::driver::{result, sys};
+        // SAFETY: every tensor of this program is made and used on its main thread, so on one
+        // stream: the events that order work between streams are never needed.
+        unsafe { d.disable_event_tracking() };
+        let dev = d.cuda_stream().context().cu_device();
+        let mut keep = u64::MAX;
+        // SAFETY: `dev` is the device of a live context; the attribute takes a u64.
+        unsafe {
+            let pool = result::device::get_default_mem_pool(dev)?;
+            sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut keep as *mut u64).cast(),
+            )
+            .result()?;
+        }
+        return Ok(());
+    }
+    let _ = device;
+    Err("--host-tuning on needs a CUDA device".into())
 }
 
 /// Reproducible token ids in `1..vocab`.
@@ -193,6 +298,10 @@ fn main() -> Result<(), Error> {
     let info = device_info(&device)?;
     let (cfg, _) = config(&args.shape)?;
     eprintln!("device {}", info.summary());
+    if args.host_tuning {
+        host_tuning(&device)?;
+        eprintln!("host tuning on: no cross-stream events, freed memory kept in the pool");
+    }
 
     let bandwidth = copy_bandwidth(&device)?;
     eprintln!("copy bandwidth {:.1} GB/s (read + write)", bandwidth / 1e9);
@@ -219,6 +328,13 @@ fn main() -> Result<(), Error> {
 
     // Warm-up: kernel loading (PTX JIT on a first run), allocator, cuBLAS handles.
     timed_generate(&model, &prompts(1, 8, cfg.vocab_size, 7), 3)?;
+
+    let (issue_s, step_s) = host_issue(&model, cfg.vocab_size, args.prompt)?;
+    eprintln!(
+        "batch 1 decode step: host issues its kernels in {:.3} ms, token on the host after {:.3} ms",
+        issue_s * 1e3,
+        step_s * 1e3
+    );
 
     let mut header = false;
     for &batch in &args.batches {
@@ -262,6 +378,9 @@ fn main() -> Result<(), Error> {
             "roofline_step_ms": roofline_s / steps * 1e3,
             "roofline_fraction": roofline_s / decode_s,
             "copy_gb_per_s": bandwidth / 1e9,
+            "host_tuning": args.host_tuning,
+            "host_issue_ms_b1": issue_s * 1e3,
+            "host_step_ms_b1": step_s * 1e3,
         });
         if !header {
             eprintln!(

@@ -40,6 +40,16 @@ impl Linear {
     /// `flat` multiplies a `[batch, seq, in]` input as one `[batch * seq, in]` matrix (one
     /// GEMM that reads the weight once) instead of a batched product over a broadcast weight.
     fn forward(&self, x: &Tensor, flat: bool) -> Result<Tensor> {
+        // GPU matmuls take only row-major inputs without gaps between rows, and a slice such as
+        // the last position of every sequence is not one: copy it first. The CPU kernels take
+        // any strides, so the CPU computes exactly as before.
+        let packed;
+        let x = if x.device().is_cpu() || x.is_contiguous() {
+            x
+        } else {
+            packed = x.contiguous()?;
+            &packed
+        };
         let (y, b) = match self {
             Linear::Dense { w, b } => {
                 let y = match *x.dims() {
