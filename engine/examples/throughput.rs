@@ -5,14 +5,9 @@
 //! ```text
 //! throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] [--dtype bf16|f16|f32]
 //!            [--batches 1,16,64] [--prompt 128] [--new 128] [--fast on|off]
-//!            [--host-tuning on|off]
 //! ```
 //!
 //! `--fast` overrides the device's default choice of kernels (see `Model::set_fast_paths`).
-//! `--host-tuning on` (CUDA) lowers the host's cost per kernel: no cross-stream events per
-//! allocation and kernel argument (this program uses its device from one thread, so from one
-//! stream), and freed device memory stays in the driver's pool instead of being handed back at
-//! every synchronisation.
 //!
 //! For each batch size: a warm-up, then greedy generation of `--new` tokens after a prompt of
 //! `--prompt` random tokens per row (no EOS, so every row makes every token), and the same with
@@ -48,7 +43,6 @@ struct Args {
     prompt: usize,
     new: usize,
     fast: Option<bool>,
-    host_tuning: bool,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -65,7 +59,6 @@ fn parse_args() -> Result<Args, Error> {
         prompt: 128,
         new: 128,
         fast: None,
-        host_tuning: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -100,20 +93,11 @@ fn parse_args() -> Result<Args, Error> {
                     other => return Err(format!("--fast {other}: expected on or off").into()),
                 })
             }
-            "--host-tuning" => {
-                a.host_tuning = match value()?.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    other => {
-                        return Err(format!("--host-tuning {other}: expected on or off").into())
-                    }
-                }
-            }
             "-h" | "--help" => {
                 println!(
                     "usage: throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] \
                      [--dtype bf16|f16|f32] [--batches 1,16,64] [--prompt 128] [--new 128] \
-                     [--fast on|off] [--host-tuning on|off]"
+                     [--fast on|off]"
                 );
                 std::process::exit(0);
             }
@@ -210,7 +194,10 @@ fn host_issue(model: &Model, vocab: usize, prompt: usize) -> Result<(f64, f64), 
         &mut cache,
     )?;
     let last = model.logits(&h.narrow(1, prompt - 1, 1)?)?;
-    let mut next = last.argmax(candle_core::D::Minus1)?.flatten_all()?.to_vec1::<u32>()?[0];
+    let mut next = last
+        .argmax(candle_core::D::Minus1)?
+        .flatten_all()?
+        .to_vec1::<u32>()?[0];
     let (mut issued, mut done) = (Vec::new(), Vec::new());
     for i in 0..steps {
         device.synchronize()?;
@@ -231,33 +218,6 @@ fn host_issue(model: &Model, vocab: usize, prompt: usize) -> Result<(f64, f64), 
         v[v.len() / 2]
     };
     Ok((median(&mut issued), median(&mut done)))
-}
-
-/// See `--host-tuning`.
-#[allow(unsafe_code)]
-fn host_tuning(device: &Device) -> Result<(), Error> {
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(d) = device {
-        use candle_core::cuda::cudarc::driver::{result, sys};
-        // SAFETY: every tensor of this program is made and used on its main thread, so on one
-        // stream: the events that order work between streams are never needed.
-        unsafe { d.disable_event_tracking() };
-        let dev = d.cuda_stream().context().cu_device();
-        let mut keep = u64::MAX;
-        // SAFETY: `dev` is the device of a live context; the attribute takes a u64.
-        unsafe {
-            let pool = result::device::get_default_mem_pool(dev)?;
-            sys::cuMemPoolSetAttribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                (&mut keep as *mut u64).cast(),
-            )
-            .result()?;
-        }
-        return Ok(());
-    }
-    let _ = device;
-    Err("--host-tuning on needs a CUDA device".into())
 }
 
 /// Reproducible token ids in `1..vocab`.
@@ -298,10 +258,6 @@ fn main() -> Result<(), Error> {
     let info = device_info(&device)?;
     let (cfg, _) = config(&args.shape)?;
     eprintln!("device {}", info.summary());
-    if args.host_tuning {
-        host_tuning(&device)?;
-        eprintln!("host tuning on: no cross-stream events, freed memory kept in the pool");
-    }
 
     let bandwidth = copy_bandwidth(&device)?;
     eprintln!("copy bandwidth {:.1} GB/s (read + write)", bandwidth / 1e9);
@@ -378,7 +334,6 @@ fn main() -> Result<(), Error> {
             "roofline_step_ms": roofline_s / steps * 1e3,
             "roofline_fraction": roofline_s / decode_s,
             "copy_gb_per_s": bandwidth / 1e9,
-            "host_tuning": args.host_tuning,
             "host_issue_ms_b1": issue_s * 1e3,
             "host_step_ms_b1": step_s * 1e3,
         });

@@ -5,20 +5,30 @@ a run on a GPU against the run on the CPU.
 Decisions are the judged outcomes of each prompt: verdict (refusal / compliance /
 degenerate), refused, target_hit, predicted_label, label_correct, and for multiple-choice
 prompts the argmax choice (mc1). Variants computed from float weights in f32 (the reference,
-RTN, pruning, checkpoints) and GGUF variants must decide every prompt as on the CPU; bf16 and
-f16 variants may differ on at most --half-tolerance of their prompts (default 2%) because the
-GPU's f32 kernels round differently and half-precision weights leave smaller logit margins.
+RTN, pruning, checkpoints) must decide every prompt as on the CPU. bf16 and f16 variants may
+differ on at most --half-tolerance of their prompts (default 2%): the GPU's f32 kernels round
+differently and half-precision weights leave smaller logit margins. GGUF variants may differ on
+at most --gguf-tolerance (default 2%): the two backends compute a different function, as
+llama.cpp's do. The CPU quantizes the activations of a k-quant matmul to Q8_K (blocks of 256,
+f32 scale) and the GPU's kernels to Q8_1 (blocks of 32, f16 scale), so a GGUF model deployed on
+a GPU is not bit for bit the one evaluated on a CPU.
+
+Cell metrics of the exact classes must agree within 1e-5: a changed decision moves a rate by
+1/n at least, while means of probabilities (TruthfulQA's mc2 accuracy) differ by float
+rounding alone.
 
 Prints one JSON object (also written to --json FILE) and exits 1 when a rule fails.
 
 usage: tools/gpu/compare_quickstart.py CPU_OUT_DIR GPU_OUT_DIR [--json FILE]
-                                       [--half-tolerance 0.02]
+                                       [--half-tolerance 0.02] [--gguf-tolerance 0.02]
 """
 
 import argparse
 import json
 import os
 import sys
+
+CELL_TOLERANCE = 1e-5
 
 DECISIONS = ("verdict", "refused", "target_hit", "predicted_label", "label_correct", "mc1")
 
@@ -54,6 +64,7 @@ def main():
     ap.add_argument("gpu")
     ap.add_argument("--json")
     ap.add_argument("--half-tolerance", type=float, default=0.02)
+    ap.add_argument("--gguf-tolerance", type=float, default=0.02)
     a = ap.parse_args()
 
     cpu, gpu = load_records(a.cpu), load_records(a.gpu)
@@ -100,7 +111,8 @@ def main():
             d = abs(lo_c - lo_g)
             max_logodds[cls] = max(max_logodds.get(cls, 0.0), d)
 
-    # Cell metrics (rates are fractions): exact for exact classes, within tolerance for half.
+    # Cell metrics: within CELL_TOLERANCE for the exact classes (rates move by 1/n per changed
+    # decision; mean probabilities by rounding), reported for the others.
     cell_diffs = []
     cells_cpu = {(c["variant"], c["suite"]): c for c in rep_cpu.get("cells", [])}
     cells_gpu = {(c["variant"], c["suite"]): c for c in rep_gpu.get("cells", [])}
@@ -112,20 +124,22 @@ def main():
         for m in ("refusal_rate", "compliance_rate", "degenerate_rate", "asr", "accuracy", "mc1"):
             if c.get(m) is None and g.get(m) is None:
                 continue
-            if c.get(m) is None or g.get(m) is None or abs(c[m] - g[m]) > 1e-12:
+            if c.get(m) is None or g.get(m) is None or abs(c[m] - g[m]) > CELL_TOLERANCE:
                 cell_diffs.append(
                     {"variant": key[0], "suite": key[1], "metric": m, "cpu": c.get(m), "gpu": g.get(m)}
                 )
 
+    tolerance = {"half": a.half_tolerance, "gguf": a.gguf_tolerance}
+    names = {"half": "bf16/f16", "gguf": "GGUF"}
     for cls, s in sorted(per_class.items()):
-        if cls in ("f32", "gguf") and s["differ"]:
+        if cls not in tolerance and s["differ"]:
             problems.append(f"{cls} variants: {s['differ']} of {s['decisions']} decisions differ")
-        if cls == "half" and s["differ"] > a.half_tolerance * s["decisions"]:
+        if cls in tolerance and s["differ"] > tolerance[cls] * s["decisions"]:
             problems.append(
-                f"bf16/f16 variants: {s['differ']} of {s['decisions']} decisions differ "
-                f"(tolerance {a.half_tolerance:.0%})"
+                f"{names[cls]} variants: {s['differ']} of {s['decisions']} decisions differ "
+                f"(tolerance {tolerance[cls]:.0%})"
             )
-    exact_classes = {n for n, c in classes.items() if c != "half"}
+    exact_classes = {n for n, c in classes.items() if c not in tolerance}
     for d in cell_diffs:
         if d["variant"] in exact_classes:
             problems.append(f"cell {d['variant']}/{d['suite']} {d['metric']}: {d['cpu']} vs {d['gpu']}")
@@ -133,6 +147,7 @@ def main():
     result = {
         "ok": not problems,
         "half_tolerance": a.half_tolerance,
+        "gguf_tolerance": a.gguf_tolerance,
         "per_class": per_class,
         "per_variant": per_variant,
         "max_refusal_logodds_diff": max_logodds,
