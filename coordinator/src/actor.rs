@@ -53,73 +53,81 @@ impl<S: Store> Handle<S> {
         let (tx, mut rx) = mpsc::channel::<Command<S>>(1024);
         let (progress, _) = broadcast::channel(1024);
         let notify = progress.clone();
-        tokio::spawn(
-            async move {
-                let mut sched = sched;
-                let mut ticker = tokio::time::interval(tick);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    let changed = tokio::select! {
-                        cmd = rx.recv() => match cmd {
-                            Some(first) => {
-                                // Group commit: the commands waiting now run in one
-                                // transaction, and their answers go out once it is durable.
-                                let now = now_ms();
-                                let stamp = rfc3339(now);
-                                let batched = sched.begin_batch();
-                                if let Err(e) = &batched {
-                                    tracing::error!("starting a store transaction: {e}");
-                                }
-                                let mut replies = Vec::new();
-                                let mut changed = Vec::new();
-                                let mut next = Some(first);
-                                while let Some(cmd) = next.take() {
-                                    let _g = cmd.span.enter();
-                                    let (c, reply) = (cmd.job)(&mut sched, now, &stamp);
-                                    changed.extend(c);
-                                    replies.push(reply);
-                                    if replies.len() < BATCH {
-                                        next = rx.try_recv().ok();
-                                    }
-                                }
-                                let durable = match batched {
-                                    Ok(()) => sched.end_batch().map_err(|e| {
-                                        tracing::error!("committing to the store: {e}");
-                                        e.to_string()
-                                    }),
-                                    Err(e) => Err(e.to_string()),
-                                };
-                                for reply in replies {
-                                    reply(durable.clone());
-                                }
-                                changed.sort_unstable();
-                                changed.dedup();
-                                changed
-                            }
-                            None => break,
-                        },
-                        _ = ticker.tick() => {
+        let run = async move {
+            let mut sched = sched;
+            let mut ticker = tokio::time::interval(tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let changed = tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(first) => {
+                            // Group commit: the commands waiting now run in one
+                            // transaction, and their answers go out once it is durable.
                             let now = now_ms();
-                            let changed = match sched.expire(now, &rfc3339(now)) {
-                                Ok(c) => c,
-                                Err(e) => {
-                                    tracing::error!("expiring leases: {e}");
-                                    Vec::new()
+                            let stamp = rfc3339(now);
+                            let batched = sched.begin_batch();
+                            if let Err(e) = &batched {
+                                tracing::error!("starting a store transaction: {e}");
+                            }
+                            let mut replies = Vec::new();
+                            let mut changed = Vec::new();
+                            let mut next = Some(first);
+                            while let Some(cmd) = next.take() {
+                                let _g = cmd.span.enter();
+                                let (c, reply) = (cmd.job)(&mut sched, now, &stamp);
+                                changed.extend(c);
+                                replies.push(reply);
+                                if replies.len() < BATCH {
+                                    next = rx.try_recv().ok();
                                 }
+                            }
+                            let durable = match batched {
+                                Ok(()) => sched.end_batch().map_err(|e| {
+                                    tracing::error!("committing to the store: {e}");
+                                    e.to_string()
+                                }),
+                                Err(e) => Err(e.to_string()),
                             };
-                            crate::telemetry::record(&mut sched, now);
+                            for reply in replies {
+                                reply(durable.clone());
+                            }
+                            changed.sort_unstable();
+                            changed.dedup();
                             changed
                         }
-                    };
-                    for id in changed {
-                        if let Ok(p) = sched.progress(&id) {
-                            let _ = notify.send(p);
-                        }
+                        None => break,
+                    },
+                    _ = ticker.tick() => {
+                        let now = now_ms();
+                        let changed = match sched.expire(now, &rfc3339(now)) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::error!("expiring leases: {e}");
+                                Vec::new()
+                            }
+                        };
+                        crate::telemetry::record(&mut sched, now);
+                        changed
+                    }
+                };
+                for id in changed {
+                    if let Ok(p) = sched.progress(&id) {
+                        let _ = notify.send(p);
                     }
                 }
             }
-            .instrument(tracing::info_span!("scheduler")),
-        );
+        }
+        .instrument(tracing::info_span!("scheduler"));
+        // The scheduler's store writes block: it runs on a thread of its own, so they never
+        // hold up one of the threads that serve the RPCs.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime");
+        std::thread::Builder::new()
+            .name("compsafe-scheduler".into())
+            .spawn(move || rt.block_on(run))
+            .expect("starting the scheduler thread");
         Handle { tx, progress }
     }
 
