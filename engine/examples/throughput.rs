@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] [--dtype bf16|f16|f32]
-//!            [--batches 1,16,64] [--prompt 128] [--new 128] [--fast on|off]
+//!            [--batches 1,16,64] [--prompt 128] [--new 128] [--fast on|off] [--op-costs]
 //! ```
+//!
+//! `--op-costs` measures instead what one operation of a batch-1 decode step costs the host to
+//! issue and the device to run, for each kind of operation the step is made of (one JSON object
+//! per operation).
 //!
 //! `--fast` overrides the device's default choice of kernels (see `Model::set_fast_paths`).
 //!
@@ -43,6 +47,7 @@ struct Args {
     prompt: usize,
     new: usize,
     fast: Option<bool>,
+    op_costs: bool,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -59,6 +64,7 @@ fn parse_args() -> Result<Args, Error> {
         prompt: 128,
         new: 128,
         fast: None,
+        op_costs: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -93,11 +99,12 @@ fn parse_args() -> Result<Args, Error> {
                     other => return Err(format!("--fast {other}: expected on or off").into()),
                 })
             }
+            "--op-costs" => a.op_costs = true,
             "-h" | "--help" => {
                 println!(
                     "usage: throughput [--device cuda:0|cpu] [--shape llama3-8b|tiny] [--tiny] \
                      [--dtype bf16|f16|f32] [--batches 1,16,64] [--prompt 128] [--new 128] \
-                     [--fast on|off]"
+                     [--fast on|off] [--op-costs]"
                 );
                 std::process::exit(0);
             }
@@ -220,6 +227,112 @@ fn host_issue(model: &Model, vocab: usize, prompt: usize) -> Result<(f64, f64), 
     Ok((median(&mut issued), median(&mut done)))
 }
 
+/// `--op-costs`: each kind of operation of a batch-1 decode step on the shape's sizes, issued
+/// 200 times in a row: the host's time per issue (the loop without waiting for the device) and
+/// the wall time per operation once the device has finished too, in microseconds.
+fn op_costs(device: &Device, cfg: &ModelConfig, dtype: DType) -> Result<(), Error> {
+    use candle_core::D;
+    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+    let (nh, nkv, ff) = (cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size);
+    let rand = |shape: &[usize]| -> Result<Tensor, Error> {
+        Ok(Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)?)
+    };
+    let x = rand(&[1, 1, h])?;
+    let x2 = rand(&[1, h])?;
+    let w_attn = rand(&[h, h])?;
+    let w_up = rand(&[ff, h])?;
+    let norm_w = rand(&[h])?;
+    let q = rand(&[1, nh, 1, hd])?;
+    let cos = rand(&[1, 1, hd / 2])?;
+    let sin = rand(&[1, 1, hd / 2])?;
+    let t = 256;
+    let kc = rand(&[1, nkv, t, hd])?;
+    let qg = rand(&[1, nkv, nh / nkv, hd])?;
+    let att = rand(&[1, nkv, nh / nkv, t])?;
+    let cache = Tensor::zeros((1, nkv, 4096, hd), dtype, device)?;
+    let knew = rand(&[1, nkv, 1, hd])?;
+    let logits = rand(&[1, cfg.vocab_size])?;
+    let embed = rand(&[cfg.vocab_size.min(32_000), h])?;
+    let ids = Tensor::new(&[7u32], device)?;
+    type Op<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
+    let ops: Vec<(&str, Op)> = vec![
+        (
+            "matmul 1xHxH (q, o projections)",
+            Box::new(|| x2.matmul(&w_attn.t()?)),
+        ),
+        (
+            "matmul 1xHxFF (gate, up)",
+            Box::new(|| x2.matmul(&w_up.t()?)),
+        ),
+        (
+            "matmul q.kT (attention scores)",
+            Box::new(|| qg.matmul(&kc.t()?)),
+        ),
+        ("add", Box::new(|| &x + &x)),
+        ("mul", Box::new(|| &x * &x)),
+        ("affine (scale)", Box::new(|| &x * 0.5)),
+        ("silu", Box::new(|| candle_nn::ops::silu(&x))),
+        (
+            "rms_norm",
+            Box::new(|| candle_nn::ops::rms_norm(&x, &norm_w, 1e-5)),
+        ),
+        (
+            "rope",
+            Box::new(|| candle_nn::rotary_emb::rope(&q, &cos, &sin)),
+        ),
+        (
+            "softmax",
+            Box::new(|| candle_nn::ops::softmax_last_dim(&att)),
+        ),
+        (
+            "slice_set (KV cache write)",
+            Box::new(|| cache.slice_set(&knew, 2, 100).map(|()| knew.clone())),
+        ),
+        (
+            "index_select (embedding row)",
+            Box::new(|| embed.index_select(&ids, 0)),
+        ),
+        (
+            "to_dtype f32 (logits)",
+            Box::new(|| logits.to_dtype(DType::F32)),
+        ),
+        ("argmax (logits)", Box::new(|| logits.argmax(D::Minus1))),
+        (
+            "upload 1 u32 (position)",
+            Box::new(|| Tensor::new(&[[5u32]], device)),
+        ),
+    ];
+    let n = 200;
+    for (name, op) in &ops {
+        for _ in 0..10 {
+            op()?;
+        }
+        device.synchronize()?;
+        let t = Instant::now();
+        for _ in 0..n {
+            op()?;
+        }
+        let issue = t.elapsed().as_secs_f64();
+        device.synchronize()?;
+        let wall = t.elapsed().as_secs_f64();
+        let row = json!({
+            "op": name,
+            "host_issue_us": issue / n as f64 * 1e6,
+            "wall_us": wall / n as f64 * 1e6,
+            "dtype": format!("{dtype:?}").to_lowercase(),
+            "device": format!("{:?}", device.location()),
+        });
+        eprintln!(
+            "{:<36} host {:>8.2} us   wall {:>8.2} us",
+            name,
+            issue / n as f64 * 1e6,
+            wall / n as f64 * 1e6
+        );
+        println!("{row}");
+    }
+    Ok(())
+}
+
 /// Reproducible token ids in `1..vocab`.
 fn prompts(batch: usize, len: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -259,6 +372,9 @@ fn main() -> Result<(), Error> {
     let (cfg, _) = config(&args.shape)?;
     eprintln!("device {}", info.summary());
 
+    if args.op_costs {
+        return op_costs(&device, &cfg, args.dtype);
+    }
     let bandwidth = copy_bandwidth(&device)?;
     eprintln!("copy bandwidth {:.1} GB/s (read + write)", bandwidth / 1e9);
 
