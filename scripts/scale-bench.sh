@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The coordinator's scale benchmark, side by side: the same run with the allocator the
-# `compsafe` binary uses (mimalloc) and with the system allocator, alternately, ROUNDS times.
+# The coordinator's scale benchmark, side by side, ROUNDS times in alternation: workers on Pull
+# streams (as `compsafe worker` runs) and on unary calls, both with the allocator the `compsafe`
+# binary uses (mimalloc), then on Pull streams with the system allocator.
 #   scripts/scale-bench.sh [WORKERS] [UNITS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,10 @@ cp target/release/examples/scale "$out/scale-system"
 cargo build --release -p compsafe-coordinator --example scale
 cp target/release/examples/scale "$out/scale-mimalloc"
 for _ in $(seq "$rounds"); do
-  printf 'mimalloc: '
-  "$out/scale-mimalloc" "$workers" "$units"
-  printf 'system:   '
-  "$out/scale-system" "$workers" "$units"
+  printf 'mimalloc, stream: '
+  "$out/scale-mimalloc" "$workers" "$units" stream
+  printf 'mimalloc, unary:  '
+  "$out/scale-mimalloc" "$workers" "$units" next
+  printf 'system, stream:   '
+  "$out/scale-system" "$workers" "$units" stream
 done

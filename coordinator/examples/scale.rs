@@ -4,8 +4,9 @@
 //! `cargo run --release -p compsafe-coordinator --example scale -- [WORKERS] [UNITS] [MODE]`
 //! (`scripts/scale-bench.sh` runs it with mimalloc and with the system allocator, alternately)
 //!
-//! MODE `next` (default): workers deliver each result with `lease_next`, as `compsafe worker`
-//! does (one round trip per unit); `separate`: a Lease call and a Complete call per unit.
+//! MODE `stream` (default): workers deliver each result with `lease_next` on their Pull stream,
+//! as `compsafe worker` does (one message each way per unit); `next`: the same as unary Complete
+//! calls; `separate`: a unary Lease call and a unary Complete call per unit.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
 use compsafe_coordinator::{Config, Coordinator};
 use compsafe_core::report::{Integrity, VariantInfo};
-use compsafe_proto::pb::{CompleteRequest, LeaseRequest, RegisterRequest};
+use compsafe_proto::pb::{
+    pull_request, pull_response, CompleteRequest, LeaseRequest, PullRequest, RegisterRequest,
+};
 use compsafe_proto::{connect, work_client, BearerToken, UnitResult, PROTOCOL_VERSION};
 
 #[tokio::main]
@@ -25,7 +28,13 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let workers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let n_units: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let separate = args.next().as_deref() == Some("separate");
+    let mode = args.next().unwrap_or_else(|| "stream".into());
+    let (separate, stream) = match mode.as_str() {
+        "stream" => (false, true),
+        "next" => (false, false),
+        "separate" => (true, false),
+        other => panic!("MODE {other:?}: expected stream, next or separate"),
+    };
     let tmp = std::env::temp_dir().join(format!("compsafe-scale-{}.db", std::process::id()));
     let c = Coordinator::start(SqliteStore::open(&tmp).unwrap(), Config::with_token("t")).unwrap();
     let row = SweepRow {
@@ -126,6 +135,45 @@ async fn main() {
                 worker_id: id.clone(),
                 loaded_models: vec![],
             };
+            if stream {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let call = |c| PullRequest { call: Some(c) };
+                let t = Instant::now();
+                tx.send(call(pull_request::Call::Lease(lease)))
+                    .await
+                    .unwrap();
+                let mut answers = w
+                    .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let mut unit = match answers.message().await.unwrap().and_then(|a| a.answer) {
+                    Some(pull_response::Answer::Lease(l)) => l.unit,
+                    other => panic!("lease answer: {other:?}"),
+                };
+                latencies.push(t.elapsed());
+                while let Some(u) = unit {
+                    let t = Instant::now();
+                    let complete = CompleteRequest {
+                        protocol: PROTOCOL_VERSION,
+                        worker_id: id.clone(),
+                        unit_id: u.unit_id,
+                        lease_id: u.lease_id,
+                        result_json: result.clone(),
+                        lease_next: true,
+                        loaded_models: vec![],
+                    };
+                    tx.send(call(pull_request::Call::Complete(complete)))
+                        .await
+                        .unwrap();
+                    unit = match answers.message().await.unwrap().and_then(|a| a.answer) {
+                        Some(pull_response::Answer::Complete(c)) => c.next,
+                        other => panic!("complete answer: {other:?}"),
+                    };
+                    latencies.push(t.elapsed());
+                }
+                return latencies;
+            }
             let t = Instant::now();
             let mut unit = w.lease(lease.clone()).await.unwrap().into_inner().unit;
             latencies.push(t.elapsed());
@@ -168,7 +216,11 @@ async fn main() {
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
     println!(
         "{workers} workers, {n_units} units, {}: {:.0} completions/s, lease latency p50 {:?} p99 {:?} ({:.2?} total)",
-        if separate { "lease + complete" } else { "complete with lease_next" },
+        match (separate, stream) {
+            (true, _) => "lease + complete",
+            (_, true) => "complete with lease_next on a Pull stream",
+            _ => "complete with lease_next",
+        },
         f64::from(n_units) / elapsed.as_secs_f64(),
         pct(0.5),
         pct(0.99),

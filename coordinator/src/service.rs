@@ -8,15 +8,15 @@ use std::time::Duration;
 use compsafe_proto::pb::sweeps_server::{Sweeps, SweepsServer};
 use compsafe_proto::pb::work_server::{Work, WorkServer};
 use compsafe_proto::pb::{
-    CancelRequest, CompleteRequest, CompleteResponse, FailRequest, FailResponse, GetRequest,
-    LeaseRequest, LeaseResponse, ListRequest, ListResponse, RegisterRequest, RegisterResponse,
-    RenewRequest, RenewResponse, ReportResponse, SubmitRequest, SubmitResponse, SweepStatus,
-    WorkUnit,
+    pull_request, pull_response, CallError, CancelRequest, CompleteRequest, CompleteResponse,
+    FailRequest, FailResponse, GetRequest, LeaseRequest, LeaseResponse, ListRequest, ListResponse,
+    PullRequest, PullResponse, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse,
+    ReportResponse, SubmitRequest, SubmitResponse, SweepStatus, WorkUnit,
 };
 use compsafe_proto::{check_protocol, MAX_MESSAGE_BYTES};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -96,6 +96,9 @@ impl tonic::service::Interceptor for Auth {
 struct Inner<S: Store> {
     handle: Handle<S>,
     cfg: Config,
+    /// Becomes true when the server starts shutting down: long-lived Pull streams then end, so
+    /// the graceful shutdown does not wait on workers that hold one open.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Implements both services on one scheduler.
@@ -137,7 +140,11 @@ impl<S: Store> Coordinator<S> {
         let sched = Scheduler::open(store, cfg.sched)?;
         let handle = Handle::spawn(sched, cfg.tick);
         Ok(Coordinator {
-            inner: Arc::new(Inner { handle, cfg }),
+            inner: Arc::new(Inner {
+                handle,
+                cfg,
+                closing: tokio::sync::watch::Sender::new(false),
+            }),
         })
     }
 
@@ -349,29 +356,32 @@ impl<S: Store> Sweeps for Coordinator<S> {
     }
 }
 
-#[tonic::async_trait]
-impl<S: Store> Work for Coordinator<S> {
-    async fn register(
-        &self,
-        req: Request<RegisterRequest>,
-    ) -> Result<Response<RegisterResponse>, Status> {
-        let req = req.into_inner();
-        check_protocol(req.protocol)?;
-        let id = self
-            .inner
-            .handle
-            .call(|s, _, _| (Ok(s.register()), vec![]))
-            .await?;
-        tracing::info!(worker = %id, host = %req.hostname, device = %req.device, "registered");
-        Ok(Response::new(RegisterResponse {
-            worker_id: id,
-            lease_ttl_ms: self.inner.cfg.sched.lease_ttl_ms,
-        }))
-    }
+type PullStream = Pin<Box<dyn Stream<Item = Result<PullResponse, Status>> + Send + 'static>>;
 
-    async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+/// A stream that ends once `closing` completes (the server is shutting down).
+struct UntilClosed<T> {
+    inner: Pin<Box<dyn Stream<Item = T> + Send>>,
+    closing: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl<T> Stream for UntilClosed<T> {
+    type Item = T;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        if self.closing.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl<S: Store> Coordinator<S> {
+    /// A Lease call, unary or on a Pull stream.
+    async fn lease_call(&self, req: LeaseRequest) -> Result<LeaseResponse, Status> {
         let started = std::time::Instant::now();
-        let req = req.into_inner();
         check_protocol(req.protocol)?;
         let lease = self
             .inner
@@ -383,30 +393,11 @@ impl<S: Store> Work for Coordinator<S> {
             .await?;
         let unit = lease.map(work_unit).transpose()?;
         metrics::histogram!("compsafe_lease_seconds").record(started.elapsed().as_secs_f64());
-        Ok(Response::new(LeaseResponse { unit }))
+        Ok(LeaseResponse { unit })
     }
 
-    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
-        let req = req.into_inner();
-        check_protocol(req.protocol)?;
-        let deadline = self
-            .inner
-            .handle
-            .call(move |s, now, _| {
-                s.touch(&req.worker_id, now);
-                (s.renew(&req.unit_id, req.lease_id, now), vec![])
-            })
-            .await?;
-        Ok(Response::new(RenewResponse {
-            deadline_unix_ms: deadline,
-        }))
-    }
-
-    async fn complete(
-        &self,
-        req: Request<CompleteRequest>,
-    ) -> Result<Response<CompleteResponse>, Status> {
-        let req = req.into_inner();
+    /// A Complete call, unary or on a Pull stream.
+    async fn complete_call(&self, req: CompleteRequest) -> Result<CompleteResponse, Status> {
         check_protocol(req.protocol)?;
         let started = std::time::Instant::now();
         let outcome = self
@@ -440,7 +431,99 @@ impl<S: Store> Work for Coordinator<S> {
         if next.is_some() {
             metrics::histogram!("compsafe_lease_seconds").record(started.elapsed().as_secs_f64());
         }
-        Ok(Response::new(CompleteResponse { accepted, next }))
+        Ok(CompleteResponse { accepted, next })
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> Work for Coordinator<S> {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let id = self
+            .inner
+            .handle
+            .call(|s, _, _| (Ok(s.register()), vec![]))
+            .await?;
+        tracing::info!(worker = %id, host = %req.hostname, device = %req.device, "registered");
+        Ok(Response::new(RegisterResponse {
+            worker_id: id,
+            lease_ttl_ms: self.inner.cfg.sched.lease_ttl_ms,
+        }))
+    }
+
+    async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseResponse>, Status> {
+        self.lease_call(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let req = req.into_inner();
+        check_protocol(req.protocol)?;
+        let deadline = self
+            .inner
+            .handle
+            .call(move |s, now, _| {
+                s.touch(&req.worker_id, now);
+                (s.renew(&req.unit_id, req.lease_id, now), vec![])
+            })
+            .await?;
+        Ok(Response::new(RenewResponse {
+            deadline_unix_ms: deadline,
+        }))
+    }
+
+    async fn complete(
+        &self,
+        req: Request<CompleteRequest>,
+    ) -> Result<Response<CompleteResponse>, Status> {
+        self.complete_call(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type PullStream = PullStream;
+
+    async fn pull(
+        &self,
+        req: Request<tonic::Streaming<PullRequest>>,
+    ) -> Result<Response<PullStream>, Status> {
+        let this = self.clone();
+        let answers = req.into_inner().then(move |msg| {
+            let this = this.clone();
+            async move {
+                let answer = match msg?.call {
+                    Some(pull_request::Call::Lease(r)) => {
+                        this.lease_call(r).await.map(pull_response::Answer::Lease)
+                    }
+                    Some(pull_request::Call::Complete(r)) => this
+                        .complete_call(r)
+                        .await
+                        .map(pull_response::Answer::Complete),
+                    None => Err(Status::invalid_argument("a PullRequest without a call")),
+                };
+                // A refused call is answered on the stream, which stays open.
+                let answer = answer.unwrap_or_else(|s| {
+                    pull_response::Answer::Error(CallError {
+                        code: s.code() as i32,
+                        message: s.message().to_string(),
+                    })
+                });
+                Ok(PullResponse {
+                    answer: Some(answer),
+                })
+            }
+        });
+        let mut closing = self.inner.closing.subscribe();
+        let stream: PullStream = Box::pin(UntilClosed {
+            inner: Box::pin(answers),
+            closing: Box::pin(async move {
+                let _ = closing.wait_for(|c| *c).await;
+            }),
+        });
+        Ok(Response::new(stream))
     }
 
     async fn fail(&self, req: Request<FailRequest>) -> Result<Response<FailResponse>, Status> {
@@ -493,6 +576,11 @@ pub async fn serve<S: Store>(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let inner = coordinator.inner.clone();
+    let shutdown = async move {
+        shutdown.await;
+        inner.closing.send_replace(true);
+    };
     let auth = Auth::new(&coordinator.inner.cfg.token);
     let mut builder = tonic::transport::Server::builder();
     if let Some((cert, key)) = &coordinator.inner.cfg.tls {

@@ -4,11 +4,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use compsafe_proto::pb::work_client::WorkClient;
 use compsafe_proto::pb::{
-    CompleteRequest, FailRequest, LeaseRequest, RegisterRequest, RenewRequest,
+    pull_request, pull_response, CompleteRequest, CompleteResponse, FailRequest, LeaseRequest,
+    PullRequest, PullResponse, RegisterRequest, RenewRequest, WorkUnit,
 };
-use compsafe_proto::{connect_with, work_client, BearerToken, UnitSpec, PROTOCOL_VERSION};
-use tokio::sync::watch;
+use compsafe_proto::{
+    connect_with, work_client, AuthChannel, BearerToken, UnitSpec, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, watch};
+use tonic::{Code, Status};
 
 use crate::unit::{Runner, UnitError};
 
@@ -69,6 +74,102 @@ fn lock(runner: &Mutex<Runner>) -> std::sync::MutexGuard<'_, Runner> {
     }
 }
 
+/// The session's Lease and Complete calls, on one Pull stream (opened on first use and again
+/// after it breaks), or as unary calls to a coordinator without Pull.
+struct Calls {
+    client: WorkClient<AuthChannel>,
+    stream: Option<(mpsc::Sender<PullRequest>, tonic::Streaming<PullResponse>)>,
+    unary: bool,
+}
+
+impl Calls {
+    fn new(client: WorkClient<AuthChannel>) -> Calls {
+        Calls {
+            client,
+            stream: None,
+            unary: false,
+        }
+    }
+
+    /// One call on the stream. A stream that broke while it sat idle (a unit can run for hours;
+    /// a proxy or a coordinator restart may close it) is opened again once for the call, which
+    /// is safe to repeat: results are idempotent and an unclaimed lease expires.
+    async fn call(&mut self, call: pull_request::Call) -> Result<pull_response::Answer, Status> {
+        if self.stream.is_some() {
+            match self.call_once(call.clone()).await {
+                Err(s) if s.code() == Code::Unavailable && self.stream.is_none() => {}
+                answer => return answer,
+            }
+        }
+        self.call_once(call).await
+    }
+
+    /// One call on the current stream, opening one when there is none. A broken stream is
+    /// UNAVAILABLE, like a unary call that could not reach the coordinator.
+    async fn call_once(
+        &mut self,
+        call: pull_request::Call,
+    ) -> Result<pull_response::Answer, Status> {
+        let (tx, answers) = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let (tx, rx) = mpsc::channel(1);
+                let answers = self
+                    .client
+                    .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                self.stream.insert((tx, answers))
+            }
+        };
+        let broken = |why: String| Status::unavailable(format!("the Pull stream broke: {why}"));
+        if tx.send(PullRequest { call: Some(call) }).await.is_err() {
+            self.stream = None;
+            return Err(broken("the coordinator stopped reading it".into()));
+        }
+        match answers.message().await {
+            Ok(Some(PullResponse {
+                answer: Some(pull_response::Answer::Error(e)),
+            })) => Err(Status::new(Code::from(e.code), e.message)),
+            Ok(Some(PullResponse {
+                answer: Some(answer),
+            })) => Ok(answer),
+            Ok(_) => {
+                self.stream = None;
+                Err(broken("it ended".into()))
+            }
+            Err(s) => {
+                self.stream = None;
+                Err(broken(s.message().to_string()))
+            }
+        }
+    }
+
+    async fn lease(&mut self, req: LeaseRequest) -> Result<Option<WorkUnit>, Status> {
+        if !self.unary {
+            match self.call(pull_request::Call::Lease(req.clone())).await {
+                Ok(pull_response::Answer::Lease(r)) => return Ok(r.unit),
+                Ok(other) => return Err(Status::internal(format!("Lease answered {other:?}"))),
+                Err(s) if s.code() == Code::Unimplemented => self.unary = true,
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(self.client.lease(req).await?.into_inner().unit)
+    }
+
+    async fn complete(&mut self, req: CompleteRequest) -> Result<CompleteResponse, Status> {
+        if !self.unary {
+            match self.call(pull_request::Call::Complete(req.clone())).await {
+                Ok(pull_response::Answer::Complete(r)) => return Ok(r),
+                Ok(other) => return Err(Status::internal(format!("Complete answered {other:?}"))),
+                Err(s) if s.code() == Code::Unimplemented => self.unary = true,
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(self.client.complete(req).await?.into_inner())
+    }
+}
+
 async fn session(
     cfg: &PullConfig,
     device: &str,
@@ -90,8 +191,9 @@ async fn session(
     let worker_id = reg.worker_id;
     let renew_every = Duration::from_millis((reg.lease_ttl_ms / 3).max(50));
     tracing::info!(worker = %worker_id, %device, "registered");
+    let mut calls = Calls::new(client.clone());
     // A unit leased together with the last result.
-    let mut next: Option<compsafe_proto::pb::WorkUnit> = None;
+    let mut next: Option<WorkUnit> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -100,7 +202,7 @@ async fn session(
             Some(unit) => Some(unit),
             None => {
                 let loaded = lock(runner).loaded_models();
-                client
+                calls
                     .lease(LeaseRequest {
                         protocol: PROTOCOL_VERSION,
                         worker_id: worker_id.clone(),
@@ -108,8 +210,6 @@ async fn session(
                     })
                     .await
                     .map_err(|s| format!("lease: {}", s.message()))?
-                    .into_inner()
-                    .unit
             }
         };
         let Some(unit) = leased else {
@@ -183,7 +283,7 @@ async fn session(
                 let deadline =
                     tokio::time::Instant::now() + Duration::from_millis(reg.lease_ttl_ms);
                 let sent = loop {
-                    let r = client.complete(req.clone()).await;
+                    let r = calls.complete(req.clone()).await;
                     match &r {
                         Err(s)
                             if s.code() == tonic::Code::Unavailable
@@ -196,7 +296,7 @@ async fn session(
                     }
                 };
                 match sent {
-                    Ok(r) => next = r.into_inner().next,
+                    Ok(r) => next = r.next,
                     Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                         tracing::warn!(unit = %unit.unit_id, "result refused: {}", s.message());
                     }
