@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
-use compsafe_coordinator::{Config, Coordinator};
-use compsafe_core::report::{Integrity, VariantInfo};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use compsafe_proto::pb::{
     pull_request, pull_response, CompleteRequest, LeaseRequest, PullRequest, RegisterRequest,
 };
-use compsafe_proto::{connect, work_client, BearerToken, UnitResult, PROTOCOL_VERSION};
+use compsafe_proto::{connect, work_client, BearerToken, PROTOCOL_VERSION};
 
 #[tokio::main]
 async fn main() {
@@ -36,65 +36,9 @@ async fn main() {
         other => panic!("MODE {other:?}: expected stream, next or separate"),
     };
     let tmp = std::env::temp_dir().join(format!("compsafe-scale-{}.db", std::process::id()));
-    let c = Coordinator::start(SqliteStore::open(&tmp).unwrap(), Config::with_token("t")).unwrap();
-    let row = SweepRow {
-        id: "bench".into(),
-        name: "bench".into(),
-        spec_text: String::new(),
-        spec_path: "/bench.toml".into(),
-        state: SweepState::Running,
-        created_ms: 0,
-        started_at: String::new(),
-        finished_at: None,
-        error: None,
-    };
     // Every unit is a reference unit of its own suite, so none waits for another.
-    let units: Vec<UnitRow> = (0..n_units)
-        .map(|i| UnitRow {
-            sweep_id: "bench".into(),
-            ordinal: i,
-            variant: 0,
-            suite: i,
-            start: 0,
-            end: 0,
-            model: "/m".into(),
-            state: UnitState::Queued,
-            attempts: 0,
-            lease_id: 0,
-            deadline_ms: 0,
-            worker: String::new(),
-            error: String::new(),
-        })
-        .collect();
-    c.handle()
-        .call(move |s, _, t| (s.submit(row, units, t), vec![]))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(compsafe_coordinator::serve(
-        c,
-        listener,
-        std::future::pending(),
-    ));
-    let result = serde_json::to_string(&UnitResult {
-        records: vec![],
-        variant: VariantInfo {
-            name: "fp32".into(),
-            kind: "reference".into(),
-            method: "fp32".into(),
-            bits_per_weight: None,
-            bytes: None,
-            integrity: Integrity::Unpinned,
-            weight_error: None,
-            training: None,
-            error: None,
-            integrity_failures: Vec::new(),
-        },
-        model: None,
-        reference: None,
-    })
-    .unwrap();
+    let (url, _server) = common::serve_sweep(&tmp, "t", n_units, std::future::pending()).await;
+    let result = common::empty_result();
     let token = BearerToken::new("t").unwrap();
     // The clock starts once every worker is connected and registered.
     let ready = std::sync::Arc::new(tokio::sync::Barrier::new(workers + 1));

@@ -2,14 +2,14 @@
 //! twin would answer it, a refused call is answered on the stream and the stream goes on, and
 //! the stream is refused without a token.
 
-use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
-use compsafe_coordinator::{Config, Coordinator};
-use compsafe_core::report::{Integrity, VariantInfo};
+mod common;
+
+use compsafe_proto::pb::work_client::WorkClient;
 use compsafe_proto::pb::{
     pull_request, pull_response, CompleteRequest, CompleteResponse, LeaseRequest, PullRequest,
     PullResponse, RegisterRequest, WorkUnit,
 };
-use compsafe_proto::{connect, work_client, BearerToken, UnitResult, PROTOCOL_VERSION};
+use compsafe_proto::{connect, work_client, AuthChannel, BearerToken, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tonic::Code;
 
@@ -17,80 +17,9 @@ const TOKEN: &str = "pull-test-token";
 
 /// A coordinator on port 0 with one running sweep of `n` independent units.
 async fn coordinator(dir: &std::path::Path, n: u32) -> String {
-    coordinator_until(dir, n, std::future::pending()).await.0
-}
-
-/// Like [`coordinator`], serving until `shutdown`; also returns the server task.
-async fn coordinator_until(
-    dir: &std::path::Path,
-    n: u32,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> (
-    String,
-    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-) {
-    let c = Coordinator::start(
-        SqliteStore::open(&dir.join("s.db")).unwrap(),
-        Config::with_token(TOKEN),
-    )
-    .unwrap();
-    let row = SweepRow {
-        id: "pull".into(),
-        name: "pull".into(),
-        spec_text: String::new(),
-        spec_path: "/pull.toml".into(),
-        state: SweepState::Running,
-        created_ms: 0,
-        started_at: String::new(),
-        finished_at: None,
-        error: None,
-    };
-    let units: Vec<UnitRow> = (0..n)
-        .map(|i| UnitRow {
-            sweep_id: "pull".into(),
-            ordinal: i,
-            variant: 0,
-            suite: i,
-            start: 0,
-            end: 0,
-            model: "/m".into(),
-            state: UnitState::Queued,
-            attempts: 0,
-            lease_id: 0,
-            deadline_ms: 0,
-            worker: String::new(),
-            error: String::new(),
-        })
-        .collect();
-    c.handle()
-        .call(move |s, _, t| (s.submit(row, units, t), vec![]))
+    common::serve_sweep(&dir.join("s.db"), TOKEN, n, std::future::pending())
         .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(compsafe_coordinator::serve(c, listener, shutdown));
-    (url, server)
-}
-
-fn result_json() -> String {
-    serde_json::to_string(&UnitResult {
-        records: vec![],
-        variant: VariantInfo {
-            name: "fp32".into(),
-            kind: "reference".into(),
-            method: "fp32".into(),
-            bits_per_weight: None,
-            bytes: None,
-            integrity: Integrity::Unpinned,
-            weight_error: None,
-            training: None,
-            error: None,
-            integrity_failures: Vec::new(),
-        },
-        model: None,
-        reference: None,
-    })
-    .unwrap()
+        .0
 }
 
 /// A worker's end of one Pull stream.
@@ -100,6 +29,16 @@ struct Stream {
 }
 
 impl Stream {
+    async fn open(w: &mut WorkClient<AuthChannel>) -> Stream {
+        let (tx, rx) = mpsc::channel(1);
+        let answers = w
+            .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Stream { tx, answers }
+    }
+
     async fn ask(&mut self, call: pull_request::Call) -> pull_response::Answer {
         self.tx
             .send(PullRequest { call: Some(call) })
@@ -143,7 +82,7 @@ fn complete(worker: &str, unit: &WorkUnit, lease_id: u64, lease_next: bool) -> C
         worker_id: worker.into(),
         unit_id: unit.unit_id.clone(),
         lease_id,
-        result_json: result_json(),
+        result_json: common::empty_result(),
         lease_next,
         loaded_models: vec![],
     }
@@ -164,13 +103,7 @@ async fn calls_on_a_pull_stream_are_answered_like_unary_calls() {
         .unwrap()
         .into_inner()
         .worker_id;
-    let (tx, rx) = mpsc::channel(1);
-    let answers = w
-        .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut s = Stream { tx, answers };
+    let mut s = Stream::open(&mut w).await;
 
     let first = s.lease(&worker).await.expect("a unit is leasable");
 
@@ -253,19 +186,13 @@ async fn a_pull_stream_without_the_token_is_refused() {
 async fn shutting_down_ends_open_pull_streams() {
     let dir = tempfile::tempdir().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (url, server) = coordinator_until(dir.path(), 2, async {
+    let (url, server) = common::serve_sweep(&dir.path().join("s.db"), TOKEN, 2, async {
         let _ = stopped.await;
     })
     .await;
     let token = BearerToken::new(TOKEN).unwrap();
     let mut w = work_client(connect(&url, &token).await.unwrap());
-    let (tx, rx) = mpsc::channel(1);
-    let answers = w
-        .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut s = Stream { tx, answers };
+    let mut s = Stream::open(&mut w).await;
     assert!(s.lease("w").await.is_some());
     // The worker keeps its stream open (it is running the unit) while the coordinator stops:
     // the graceful shutdown must not wait for it.

@@ -1,10 +1,12 @@
 //! Deterministic simulation of the scheduler: a fake clock, fake runners, a store file that
 //! survives a restart.
 
+mod common;
+
+use common::{result, sweep};
 use compsafe_coordinator::sched::{SchedConfig, SchedError, Scheduler};
-use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
-use compsafe_core::report::{Integrity, Record, VariantInfo};
-use compsafe_proto::{ReferenceWire, UnitResult};
+use compsafe_coordinator::store::{SqliteStore, SweepState};
+use compsafe_proto::UnitResult;
 
 const TTL: u64 = 1_000;
 
@@ -13,75 +15,6 @@ fn cfg() -> SchedConfig {
         lease_ttl_ms: TTL,
         max_attempts: 3,
     }
-}
-
-/// A sweep of `variants` x `suites`, one unit of `n` prompts each, the reference first.
-fn sweep(id: &str, variants: u32, suites: u32, n: u32) -> (SweepRow, Vec<UnitRow>) {
-    let row = SweepRow {
-        id: id.into(),
-        name: "sim".into(),
-        spec_text: String::new(),
-        spec_path: "/sim.toml".into(),
-        state: SweepState::Running,
-        created_ms: 0,
-        started_at: "t0".into(),
-        finished_at: None,
-        error: None,
-    };
-    let mut units = Vec::new();
-    for v in 0..variants {
-        for s in 0..suites {
-            units.push(UnitRow {
-                sweep_id: id.into(),
-                ordinal: units.len() as u32,
-                variant: v,
-                suite: s,
-                start: 0,
-                end: n,
-                model: "/m".into(),
-                state: UnitState::Queued,
-                attempts: 0,
-                lease_id: 0,
-                deadline_ms: 0,
-                worker: String::new(),
-                error: String::new(),
-            });
-        }
-    }
-    (row, units)
-}
-
-/// What a fake runner returns for a unit of `n` prompts.
-fn result(n: u32, tag: &str) -> String {
-    let mut tokens = std::collections::BTreeMap::new();
-    tokens.insert("p0".to_string(), (vec![1, 2], vec![3]));
-    serde_json::to_string(&UnitResult {
-        records: (0..n)
-            .map(|i| Record {
-                prompt_id: format!("p{i}"),
-                response: Some(tag.into()),
-                ..Record::default()
-            })
-            .collect(),
-        variant: VariantInfo {
-            name: tag.into(),
-            kind: "reference".into(),
-            method: "fp32".into(),
-            bits_per_weight: None,
-            bytes: None,
-            integrity: Integrity::Unpinned,
-            weight_error: None,
-            training: None,
-            error: None,
-            integrity_failures: Vec::new(),
-        },
-        model: None,
-        reference: Some(ReferenceWire {
-            tokens,
-            typical_logprob: Some(-1.0),
-        }),
-    })
-    .unwrap()
 }
 
 fn open(path: &std::path::Path) -> Scheduler<SqliteStore> {

@@ -1,0 +1,117 @@
+//! Sweeps and results for the coordinator's tests and its scale benchmark (shared with
+//! `#[path]`; each user takes what it needs).
+#![allow(dead_code)]
+
+use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
+use compsafe_coordinator::{Config, Coordinator};
+use compsafe_core::report::{Integrity, Record, VariantInfo};
+use compsafe_proto::{ReferenceWire, UnitResult};
+
+/// A sweep of `variants` x `suites`, one unit of `n` prompts each, the reference first.
+pub fn sweep(id: &str, variants: u32, suites: u32, n: u32) -> (SweepRow, Vec<UnitRow>) {
+    let row = SweepRow {
+        id: id.into(),
+        name: "sim".into(),
+        spec_text: String::new(),
+        spec_path: "/sim.toml".into(),
+        state: SweepState::Running,
+        created_ms: 0,
+        started_at: "t0".into(),
+        finished_at: None,
+        error: None,
+    };
+    let mut units = Vec::new();
+    for v in 0..variants {
+        for s in 0..suites {
+            units.push(UnitRow {
+                sweep_id: id.into(),
+                ordinal: units.len() as u32,
+                variant: v,
+                suite: s,
+                start: 0,
+                end: n,
+                model: "/m".into(),
+                state: UnitState::Queued,
+                attempts: 0,
+                lease_id: 0,
+                deadline_ms: 0,
+                worker: String::new(),
+                error: String::new(),
+            });
+        }
+    }
+    (row, units)
+}
+
+/// What a fake runner returns for a unit of `n` prompts.
+pub fn result(n: u32, tag: &str) -> String {
+    let mut tokens = std::collections::BTreeMap::new();
+    tokens.insert("p0".to_string(), (vec![1, 2], vec![3]));
+    serde_json::to_string(&UnitResult {
+        records: (0..n)
+            .map(|i| Record {
+                prompt_id: format!("p{i}"),
+                response: Some(tag.into()),
+                ..Record::default()
+            })
+            .collect(),
+        variant: reference_variant(tag),
+        model: None,
+        reference: Some(ReferenceWire {
+            tokens,
+            typical_logprob: Some(-1.0),
+        }),
+    })
+    .unwrap()
+}
+
+/// What a runner that returns at once sends for a unit without prompts.
+pub fn empty_result() -> String {
+    serde_json::to_string(&UnitResult {
+        records: vec![],
+        variant: reference_variant("fp32"),
+        model: None,
+        reference: None,
+    })
+    .unwrap()
+}
+
+/// The description of an unpinned fp32 reference variant named `name`.
+fn reference_variant(name: &str) -> VariantInfo {
+    VariantInfo {
+        name: name.into(),
+        kind: "reference".into(),
+        method: "fp32".into(),
+        bits_per_weight: None,
+        bytes: None,
+        integrity: Integrity::Unpinned,
+        weight_error: None,
+        training: None,
+        error: None,
+        integrity_failures: Vec::new(),
+    }
+}
+
+/// A coordinator with the store at `db` and bearer token `token`, holding one running sweep of
+/// `n` reference units of `n` suites (none waits for another), serving on a loopback port until
+/// `shutdown`. Returns its URL and the server task.
+pub async fn serve_sweep(
+    db: &std::path::Path,
+    token: &str,
+    n: u32,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let c = Coordinator::start(SqliteStore::open(db).unwrap(), Config::with_token(token)).unwrap();
+    let (row, units) = sweep("sweep", 1, n, 0);
+    c.handle()
+        .call(move |s, _, t| (s.submit(row, units, t), vec![]))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(compsafe_coordinator::serve(c, listener, shutdown));
+    (url, server)
+}
