@@ -91,36 +91,55 @@ impl Calls {
         }
     }
 
-    /// One call on the stream. A stream that broke while it sat idle (a unit can run for hours;
-    /// a proxy or a coordinator restart may close it) is opened again once for the call, which
-    /// is safe to repeat: results are idempotent and an unclaimed lease expires.
+    /// One call: on the stream, or as the unary call when the coordinator has no Pull. A
+    /// stream that broke while it sat idle (a unit can run for hours; a proxy or a coordinator
+    /// restart may close it) is opened again once for the call, which is safe to repeat:
+    /// results are idempotent and an unclaimed lease expires.
     async fn call(&mut self, call: pull_request::Call) -> Result<pull_response::Answer, Status> {
         if self.stream.is_some() {
-            match self.call_once(call.clone()).await {
+            match self.exchange(call.clone()).await {
                 Err(s) if s.code() == Code::Unavailable && self.stream.is_none() => {}
                 answer => return answer,
             }
         }
-        self.call_once(call).await
+        if !self.open().await? {
+            return self.unary(call).await;
+        }
+        self.exchange(call).await
     }
 
-    /// One call on the current stream, opening one when there is none. A broken stream is
-    /// UNAVAILABLE, like a unary call that could not reach the coordinator.
-    async fn call_once(
+    /// Opens the stream when there is none; false when the coordinator has no Pull (the calls
+    /// are unary from then on).
+    async fn open(&mut self) -> Result<bool, Status> {
+        if self.unary {
+            return Ok(false);
+        }
+        if self.stream.is_none() {
+            let (tx, rx) = mpsc::channel(1);
+            match self
+                .client
+                .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+            {
+                Ok(answers) => self.stream = Some((tx, answers.into_inner())),
+                Err(s) if s.code() == Code::Unimplemented => {
+                    self.unary = true;
+                    return Ok(false);
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(true)
+    }
+
+    /// One call on the open stream. A broken stream is UNAVAILABLE, like a unary call that
+    /// could not reach the coordinator; the next call opens a new one.
+    async fn exchange(
         &mut self,
         call: pull_request::Call,
     ) -> Result<pull_response::Answer, Status> {
-        let (tx, answers) = match &mut self.stream {
-            Some(s) => s,
-            None => {
-                let (tx, rx) = mpsc::channel(1);
-                let answers = self
-                    .client
-                    .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await?
-                    .into_inner();
-                self.stream.insert((tx, answers))
-            }
+        let Some((tx, answers)) = &mut self.stream else {
+            return Err(Status::unavailable("no Pull stream is open"));
         };
         let broken = |why: String| Status::unavailable(format!("the Pull stream broke: {why}"));
         if tx.send(PullRequest { call: Some(call) }).await.is_err() {
@@ -145,28 +164,30 @@ impl Calls {
         }
     }
 
-    async fn lease(&mut self, req: LeaseRequest) -> Result<Option<WorkUnit>, Status> {
-        if !self.unary {
-            match self.call(pull_request::Call::Lease(req.clone())).await {
-                Ok(pull_response::Answer::Lease(r)) => return Ok(r.unit),
-                Ok(other) => return Err(Status::internal(format!("Lease answered {other:?}"))),
-                Err(s) if s.code() == Code::Unimplemented => self.unary = true,
-                Err(s) => return Err(s),
+    /// The unary twin of a call, answered as the stream would answer it.
+    async fn unary(&mut self, call: pull_request::Call) -> Result<pull_response::Answer, Status> {
+        Ok(match call {
+            pull_request::Call::Lease(r) => {
+                pull_response::Answer::Lease(self.client.lease(r).await?.into_inner())
             }
+            pull_request::Call::Complete(r) => {
+                pull_response::Answer::Complete(self.client.complete(r).await?.into_inner())
+            }
+        })
+    }
+
+    async fn lease(&mut self, req: LeaseRequest) -> Result<Option<WorkUnit>, Status> {
+        match self.call(pull_request::Call::Lease(req)).await? {
+            pull_response::Answer::Lease(r) => Ok(r.unit),
+            other => Err(Status::internal(format!("Lease answered {other:?}"))),
         }
-        Ok(self.client.lease(req).await?.into_inner().unit)
     }
 
     async fn complete(&mut self, req: CompleteRequest) -> Result<CompleteResponse, Status> {
-        if !self.unary {
-            match self.call(pull_request::Call::Complete(req.clone())).await {
-                Ok(pull_response::Answer::Complete(r)) => return Ok(r),
-                Ok(other) => return Err(Status::internal(format!("Complete answered {other:?}"))),
-                Err(s) if s.code() == Code::Unimplemented => self.unary = true,
-                Err(s) => return Err(s),
-            }
+        match self.call(pull_request::Call::Complete(req)).await? {
+            pull_response::Answer::Complete(r) => Ok(r),
+            other => Err(Status::internal(format!("Complete answered {other:?}"))),
         }
-        Ok(self.client.complete(req).await?.into_inner())
     }
 }
 
