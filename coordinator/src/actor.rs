@@ -48,8 +48,8 @@ impl<S: Store> std::fmt::Debug for Handle<S> {
 pub const GONE: &str = "scheduler stopped";
 
 impl<S: Store> Handle<S> {
-    /// Starts the task that owns `sched`; it also expires leases every `tick`.
-    pub fn spawn(sched: Scheduler<S>, tick: Duration) -> Handle<S> {
+    /// Starts the thread that owns `sched`; it also expires leases every `tick`.
+    pub fn spawn(sched: Scheduler<S>, tick: Duration) -> Result<Handle<S>, SchedError> {
         let (tx, mut rx) = mpsc::channel::<Command<S>>(1024);
         let (progress, _) = broadcast::channel(1024);
         let notify = progress.clone();
@@ -120,15 +120,17 @@ impl<S: Store> Handle<S> {
         .instrument(tracing::info_span!("scheduler"));
         // The scheduler's store writes block: it runs on a thread of its own, so they never
         // hold up one of the threads that serve the RPCs.
+        let unavailable =
+            |e: std::io::Error| SchedError::Unavailable(format!("starting the scheduler: {e}"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
-            .expect("a current-thread runtime");
+            .map_err(unavailable)?;
         std::thread::Builder::new()
             .name("compsafe-scheduler".into())
             .spawn(move || rt.block_on(run))
-            .expect("starting the scheduler thread");
-        Handle { tx, progress }
+            .map_err(unavailable)?;
+        Ok(Handle { tx, progress })
     }
 
     /// Runs `f` on the scheduler; `f` returns its answer and the sweeps whose progress changed.

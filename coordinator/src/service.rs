@@ -138,7 +138,7 @@ impl<S: Store> Coordinator<S> {
     /// Starts the scheduler task over `store` (restoring what it holds).
     pub fn start(store: S, cfg: Config) -> Result<Coordinator<S>, SchedError> {
         let sched = Scheduler::open(store, cfg.sched)?;
-        let handle = Handle::spawn(sched, cfg.tick);
+        let handle = Handle::spawn(sched, cfg.tick)?;
         Ok(Coordinator {
             inner: Arc::new(Inner {
                 handle,
