@@ -18,9 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use compsafe_proto::pb::{
-    pull_request, pull_response, CompleteRequest, LeaseRequest, PullRequest, RegisterRequest,
-};
+use compsafe_proto::pb::{CompleteRequest, LeaseRequest, RegisterRequest, WorkUnit};
 use compsafe_proto::{connect, work_client, BearerToken, PROTOCOL_VERSION};
 
 #[tokio::main]
@@ -79,41 +77,24 @@ async fn main() {
                 worker_id: id.clone(),
                 loaded_models: vec![],
             };
+            let complete = |u: WorkUnit| CompleteRequest {
+                protocol: PROTOCOL_VERSION,
+                worker_id: id.clone(),
+                unit_id: u.unit_id,
+                lease_id: u.lease_id,
+                result_json: result.clone(),
+                lease_next: !separate,
+                loaded_models: vec![],
+            };
             if stream {
-                let (tx, rx) = tokio::sync::mpsc::channel(1);
-                let call = |c| PullRequest { call: Some(c) };
+                let mut s = common::Stream::open(&mut w).await;
                 let t = Instant::now();
-                tx.send(call(pull_request::Call::Lease(lease)))
-                    .await
-                    .unwrap();
-                let mut answers = w
-                    .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let mut unit = match answers.message().await.unwrap().and_then(|a| a.answer) {
-                    Some(pull_response::Answer::Lease(l)) => l.unit,
-                    other => panic!("lease answer: {other:?}"),
-                };
+                let mut unit = s.lease(&id).await;
                 latencies.push(t.elapsed());
                 while let Some(u) = unit {
                     let t = Instant::now();
-                    let complete = CompleteRequest {
-                        protocol: PROTOCOL_VERSION,
-                        worker_id: id.clone(),
-                        unit_id: u.unit_id,
-                        lease_id: u.lease_id,
-                        result_json: result.clone(),
-                        lease_next: true,
-                        loaded_models: vec![],
-                    };
-                    tx.send(call(pull_request::Call::Complete(complete)))
-                        .await
-                        .unwrap();
-                    unit = match answers.message().await.unwrap().and_then(|a| a.answer) {
-                        Some(pull_response::Answer::Complete(c)) => c.next,
-                        other => panic!("complete answer: {other:?}"),
-                    };
+                    let r = s.complete(complete(u)).await.unwrap();
+                    unit = r.next;
                     latencies.push(t.elapsed());
                 }
                 return latencies;
@@ -123,19 +104,7 @@ async fn main() {
             latencies.push(t.elapsed());
             while let Some(u) = unit {
                 let t = Instant::now();
-                let r = w
-                    .complete(CompleteRequest {
-                        protocol: PROTOCOL_VERSION,
-                        worker_id: id.clone(),
-                        unit_id: u.unit_id,
-                        lease_id: u.lease_id,
-                        result_json: result.clone(),
-                        lease_next: !separate,
-                        loaded_models: vec![],
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
+                let r = w.complete(complete(u)).await.unwrap().into_inner();
                 unit = if separate {
                     let t = Instant::now();
                     let next = w.lease(lease.clone()).await.unwrap().into_inner().unit;

@@ -4,12 +4,8 @@
 
 mod common;
 
-use compsafe_proto::pb::work_client::WorkClient;
-use compsafe_proto::pb::{
-    pull_request, pull_response, CompleteRequest, CompleteResponse, LeaseRequest, PullRequest,
-    PullResponse, RegisterRequest, WorkUnit,
-};
-use compsafe_proto::{connect, work_client, AuthChannel, BearerToken, PROTOCOL_VERSION};
+use compsafe_proto::pb::{CompleteRequest, LeaseRequest, PullRequest, RegisterRequest, WorkUnit};
+use compsafe_proto::{connect, work_client, BearerToken, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tonic::Code;
 
@@ -20,60 +16,6 @@ async fn coordinator(dir: &std::path::Path, n: u32) -> String {
     common::serve_sweep(&dir.join("s.db"), TOKEN, n, std::future::pending())
         .await
         .0
-}
-
-/// A worker's end of one Pull stream.
-struct Stream {
-    tx: mpsc::Sender<PullRequest>,
-    answers: tonic::Streaming<PullResponse>,
-}
-
-impl Stream {
-    async fn open(w: &mut WorkClient<AuthChannel>) -> Stream {
-        let (tx, rx) = mpsc::channel(1);
-        let answers = w
-            .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Stream { tx, answers }
-    }
-
-    async fn ask(&mut self, call: pull_request::Call) -> pull_response::Answer {
-        self.tx
-            .send(PullRequest { call: Some(call) })
-            .await
-            .unwrap();
-        self.answers
-            .message()
-            .await
-            .expect("the stream stays open")
-            .expect("every call is answered")
-            .answer
-            .expect("an answer")
-    }
-
-    async fn lease(&mut self, worker: &str) -> Option<WorkUnit> {
-        match self
-            .ask(pull_request::Call::Lease(LeaseRequest {
-                protocol: PROTOCOL_VERSION,
-                worker_id: worker.into(),
-                loaded_models: vec![],
-            }))
-            .await
-        {
-            pull_response::Answer::Lease(l) => l.unit,
-            other => panic!("lease answered {other:?}"),
-        }
-    }
-
-    async fn complete(&mut self, req: CompleteRequest) -> Result<CompleteResponse, (Code, String)> {
-        match self.ask(pull_request::Call::Complete(req)).await {
-            pull_response::Answer::Complete(c) => Ok(c),
-            pull_response::Answer::Error(e) => Err((Code::from(e.code), e.message)),
-            other => panic!("complete answered {other:?}"),
-        }
-    }
 }
 
 fn complete(worker: &str, unit: &WorkUnit, lease_id: u64, lease_next: bool) -> CompleteRequest {
@@ -103,7 +45,7 @@ async fn calls_on_a_pull_stream_are_answered_like_unary_calls() {
         .unwrap()
         .into_inner()
         .worker_id;
-    let mut s = Stream::open(&mut w).await;
+    let mut s = common::Stream::open(&mut w).await;
 
     let first = s.lease(&worker).await.expect("a unit is leasable");
 
@@ -192,7 +134,7 @@ async fn shutting_down_ends_open_pull_streams() {
     .await;
     let token = BearerToken::new(TOKEN).unwrap();
     let mut w = work_client(connect(&url, &token).await.unwrap());
-    let mut s = Stream::open(&mut w).await;
+    let mut s = common::Stream::open(&mut w).await;
     assert!(s.lease("w").await.is_some());
     // The worker keeps its stream open (it is running the unit) while the coordinator stops:
     // the graceful shutdown must not wait for it.

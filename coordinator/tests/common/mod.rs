@@ -1,11 +1,19 @@
-//! Sweeps and results for the coordinator's tests and its scale benchmark (shared with
+//! Sweeps, results and a worker's end of a Pull stream for the coordinator's tests and its scale
+//! benchmark (shared with
 //! `#[path]`; each user takes what it needs).
 #![allow(dead_code)]
 
 use compsafe_coordinator::store::{SqliteStore, SweepRow, SweepState, UnitRow, UnitState};
 use compsafe_coordinator::{Config, Coordinator};
 use compsafe_core::report::{Integrity, Record, VariantInfo};
-use compsafe_proto::{ReferenceWire, UnitResult};
+use compsafe_proto::pb::work_client::WorkClient;
+use compsafe_proto::pb::{
+    pull_request, pull_response, CompleteRequest, CompleteResponse, LeaseRequest, PullRequest,
+    PullResponse, WorkUnit,
+};
+use compsafe_proto::{AuthChannel, ReferenceWire, UnitResult, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tonic::Code;
 
 /// A sweep of `variants` x `suites`, one unit of `n` prompts each, the reference first.
 pub fn sweep(id: &str, variants: u32, suites: u32, n: u32) -> (SweepRow, Vec<UnitRow>) {
@@ -114,4 +122,61 @@ pub async fn serve_sweep(
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(compsafe_coordinator::serve(c, listener, shutdown));
     (url, server)
+}
+
+/// A worker's end of one Pull stream.
+pub struct Stream {
+    pub tx: mpsc::Sender<PullRequest>,
+    pub answers: tonic::Streaming<PullResponse>,
+}
+
+impl Stream {
+    pub async fn open(w: &mut WorkClient<AuthChannel>) -> Stream {
+        let (tx, rx) = mpsc::channel(1);
+        let answers = w
+            .pull(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Stream { tx, answers }
+    }
+
+    pub async fn ask(&mut self, call: pull_request::Call) -> pull_response::Answer {
+        self.tx
+            .send(PullRequest { call: Some(call) })
+            .await
+            .unwrap();
+        self.answers
+            .message()
+            .await
+            .expect("the stream stays open")
+            .expect("every call is answered")
+            .answer
+            .expect("an answer")
+    }
+
+    pub async fn lease(&mut self, worker: &str) -> Option<WorkUnit> {
+        match self
+            .ask(pull_request::Call::Lease(LeaseRequest {
+                protocol: PROTOCOL_VERSION,
+                worker_id: worker.into(),
+                loaded_models: vec![],
+            }))
+            .await
+        {
+            pull_response::Answer::Lease(l) => l.unit,
+            other => panic!("lease answered {other:?}"),
+        }
+    }
+
+    pub async fn complete(
+        &mut self,
+        req: CompleteRequest,
+    ) -> Result<CompleteResponse, (Code, String)> {
+        match self.ask(pull_request::Call::Complete(req)).await {
+            pull_response::Answer::Complete(c) => Ok(c),
+            pull_response::Answer::Error(e) => Err((Code::from(e.code), e.message)),
+            other => panic!("complete answered {other:?}"),
+        }
+    }
 }
