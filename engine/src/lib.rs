@@ -13,6 +13,7 @@ pub mod generate;
 pub mod gguf_header;
 pub mod gguf_write;
 pub mod integrity;
+pub mod linear;
 pub mod loader;
 pub mod manifest;
 pub mod model;

@@ -4,77 +4,17 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::compress::{Compressed, LinearWeight};
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
+use crate::linear::Linear;
 use crate::loader::Checkpoint;
 
 /// Additive mask value for keys a query may not see. Finite, so fully masked (padding) rows
 /// stay finite instead of spreading NaN through the cache.
 const MASKED: f32 = -1.0e9;
-
-/// A linear layer: `y = x W^T + b`, dense or block-quantized.
-#[derive(Debug, Clone)]
-enum Linear {
-    Dense { w: Tensor, b: Option<Tensor> },
-    Quant { m: QMatMul, b: Option<Tensor> },
-}
-
-impl Linear {
-    fn from_weight(w: LinearWeight, b: Option<Tensor>, dtype: DType) -> Result<Linear> {
-        Ok(match w {
-            LinearWeight::Dense(w) => Linear::Dense {
-                w: w.to_dtype(dtype)?,
-                b,
-            },
-            LinearWeight::Quantized(q) => Linear::Quant {
-                m: QMatMul::from_arc(q)?,
-                b,
-            },
-        })
-    }
-
-    /// `flat` multiplies a `[batch, seq, in]` input as one `[batch * seq, in]` matrix (one
-    /// GEMM that reads the weight once) instead of a batched product over a broadcast weight.
-    fn forward(&self, x: &Tensor, flat: bool) -> Result<Tensor> {
-        // GPU matmuls take only row-major inputs without gaps between rows, and a slice such as
-        // the last position of every sequence is not one: copy it first. The CPU kernels take
-        // any strides, so the CPU computes exactly as before.
-        let packed;
-        let x = if x.device().is_cpu() || x.is_contiguous() {
-            x
-        } else {
-            packed = x.contiguous()?;
-            &packed
-        };
-        let (y, b) = match self {
-            Linear::Dense { w, b } => {
-                let y = match *x.dims() {
-                    [bsz, s, k] if flat => x
-                        .contiguous()?
-                        .reshape((bsz * s, k))?
-                        .matmul(&w.t()?)?
-                        .reshape((bsz, s, ()))?,
-                    [bsz, _, _] => x.matmul(&w.broadcast_left(bsz)?.t()?)?,
-                    _ => x.matmul(&w.t()?)?,
-                };
-                (y, b)
-            }
-            // Quantized matmul takes f32 activations on every backend.
-            Linear::Quant { m, b } if x.dtype() != DType::F32 => {
-                (m.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?, b)
-            }
-            Linear::Quant { m, b } => (m.forward(x)?, b),
-        };
-        Ok(match b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Layer {

@@ -18,9 +18,7 @@
 //! their tensors.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use candle_core::quantized::QTensor;
 use candle_core::{DType, Tensor};
 use compsafe_core::{FloatType, Method};
 
@@ -43,14 +41,7 @@ pub use rtn::Rtn;
 /// Reference weights by HF tensor name (`model.layers.0.self_attn.q_proj.weight`), in f32.
 pub type WeightMap = BTreeMap<String, Tensor>;
 
-/// A linear layer's weight as the model executes it.
-#[derive(Debug, Clone)]
-pub enum LinearWeight {
-    /// A dense matrix `[out, in]` (any float dtype; the model casts activations to match).
-    Dense(Tensor),
-    /// A GGUF block-quantized matrix executed through candle's quantized matmul.
-    Quantized(Arc<QTensor>),
-}
+pub use crate::linear::LinearWeight;
 
 /// Shape facts a compressor may need (head ablation needs the head layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

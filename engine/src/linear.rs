@@ -1,0 +1,93 @@
+//! Linear layers as the model executes them: `y = x W^T + b` with the weight dense (any
+//! float dtype) or block-quantized (GGUF types through candle's quantized matmul).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
+
+use crate::error::Result;
+
+/// A linear layer's weight as a compressor or loader hands it to the model.
+#[derive(Debug, Clone)]
+pub enum LinearWeight {
+    /// A dense matrix `[out, in]` (any float dtype; the model casts activations to match).
+    Dense(Tensor),
+    /// A GGUF block-quantized matrix executed through candle's quantized matmul.
+    Quantized(Arc<QTensor>),
+}
+
+/// A linear layer: `y = x W^T + b`, dense or block-quantized.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    /// A dense weight `[out, in]` in the compute dtype.
+    Dense {
+        /// The weight.
+        w: Tensor,
+        /// The bias `[out]`, if any.
+        b: Option<Tensor>,
+    },
+    /// A block-quantized weight run through candle's quantized matmul (f32 activations).
+    Quant {
+        /// The quantized matmul.
+        m: QMatMul,
+        /// The bias `[out]`, if any.
+        b: Option<Tensor>,
+    },
+}
+
+impl Linear {
+    /// The executable layer of a weight: dense weights are cast to the compute `dtype`.
+    pub fn from_weight(w: LinearWeight, b: Option<Tensor>, dtype: DType) -> Result<Linear> {
+        Ok(match w {
+            LinearWeight::Dense(w) => Linear::Dense {
+                w: w.to_dtype(dtype)?,
+                b,
+            },
+            LinearWeight::Quantized(q) => Linear::Quant {
+                m: QMatMul::from_arc(q)?,
+                b,
+            },
+        })
+    }
+
+    /// `x W^T + b` for `x` of shape `[..., in]`. `flat` multiplies a `[batch, seq, in]`
+    /// input as one `[batch * seq, in]` matrix (one GEMM that reads the weight once) instead
+    /// of a batched product over a broadcast weight.
+    pub fn forward(&self, x: &Tensor, flat: bool) -> Result<Tensor> {
+        // GPU matmuls and every quantized matmul take only row-major inputs without gaps
+        // between rows, and a slice such as the last position of every sequence is not one:
+        // copy it first. The CPU's dense kernels take any strides, so they compute as before.
+        let packed;
+        let x =
+            if x.is_contiguous() || (x.device().is_cpu() && matches!(self, Linear::Dense { .. })) {
+                x
+            } else {
+                packed = x.contiguous()?;
+                &packed
+            };
+        let (y, b) = match self {
+            Linear::Dense { w, b } => {
+                let y = match *x.dims() {
+                    [bsz, s, k] if flat => x
+                        .contiguous()?
+                        .reshape((bsz * s, k))?
+                        .matmul(&w.t()?)?
+                        .reshape((bsz, s, ()))?,
+                    [bsz, _, _] => x.matmul(&w.broadcast_left(bsz)?.t()?)?,
+                    _ => x.matmul(&w.t()?)?,
+                };
+                (y, b)
+            }
+            // Quantized matmul takes f32 activations on every backend.
+            Linear::Quant { m, b } if x.dtype() != DType::F32 => {
+                (m.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?, b)
+            }
+            Linear::Quant { m, b } => (m.forward(x)?, b),
+        };
+        Ok(match b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
