@@ -17,11 +17,13 @@ pub mod error;
 pub mod gate;
 pub mod judge;
 pub mod mc;
+pub mod paths;
 pub mod render;
 pub mod report;
 pub mod spec;
 pub mod stats;
 pub mod suite;
+pub mod unit;
 pub mod variant;
 
 pub use error::FieldError;

@@ -484,7 +484,7 @@ impl RunArgs {
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .unwrap_or_else(compsafe_worker::distill::default_cache_dir)
+            .unwrap_or_else(compsafe_eval::distill::default_cache_dir)
     }
 }
 

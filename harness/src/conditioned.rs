@@ -38,7 +38,7 @@ use compsafe_core::Variant;
 use compsafe_engine::compress::default_selection;
 use compsafe_engine::variant::derive;
 use compsafe_engine::{Checkpoint, EngineError, Model};
-use compsafe_worker::exec::{judges_for, Evaluator, ReferenceOutputs};
+use compsafe_eval::evaluator::{judges_for, Evaluator, ReferenceOutputs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;

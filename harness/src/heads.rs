@@ -28,7 +28,7 @@ use compsafe_core::suite::Expect;
 use compsafe_core::Variant;
 use compsafe_engine::score::loglikelihood;
 use compsafe_engine::{generate, GenerateOptions, Model};
-use compsafe_worker::exec::{judges_for, Evaluator};
+use compsafe_eval::evaluator::{judges_for, Evaluator};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 

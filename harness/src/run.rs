@@ -11,9 +11,9 @@ use compsafe_core::spec::{validate, SearchSection, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::Report;
 use compsafe_engine::device::parse_device;
-use compsafe_worker::exec::{judges_for, Evaluator, ReferenceOutputs};
-use compsafe_worker::info::{failed_variant_info, model_info, variant_info, variant_integrity};
-use compsafe_worker::search::{search, SearchConfig, SearchResult, Searcher};
+use compsafe_eval::evaluator::{judges_for, Evaluator, ReferenceOutputs};
+use compsafe_eval::info::{failed_variant_info, model_info, variant_info, variant_integrity};
+use compsafe_eval::search::{search, SearchConfig, SearchResult, Searcher};
 
 use crate::cli::{RunArgs, ValidateArgs};
 use crate::exit::{Failure, Outcome};
@@ -129,8 +129,7 @@ pub fn execute(
                 spec.variants.len()
             ),
         );
-        let (derived, training) =
-            compsafe_worker::distill::derive(eval, variant, cache_dir, budget)?;
+        let (derived, training) = compsafe_eval::distill::derive(eval, variant, cache_dir, budget)?;
         variants.push(variant_info(entry, &derived, check.integrity, training));
         for (si, suite) in v.suites.iter().enumerate() {
             let judges = judges_for(spec, si, suite)?;
@@ -282,7 +281,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             for (name, r) in &found {
                 report
                     .divergences
-                    .extend(compsafe_worker::search::divergences(
+                    .extend(compsafe_eval::search::divergences(
                         &r.greedy,
                         name,
                         &section.suite,

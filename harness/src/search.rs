@@ -2,7 +2,7 @@
 //! that the reference and a compressed variant both refuse, a greedy coordinate search over a
 //! short token suffix looks for prompts the reference still refuses and the variant answers;
 //! a random-sampling baseline with the same budget runs next to it (see
-//! `compsafe_worker::search` for the method and what the budget counts). Writes search.json
+//! `compsafe_eval::search` for the method and what the budget counts). Writes search.json
 //! and search.md.
 //!
 //! Exit status: 0 when the search ran, whatever it found (a search is an exploration); with
@@ -15,8 +15,8 @@ use candle_core::Device;
 use compsafe_core::spec::Validated;
 use compsafe_core::suite::Expect;
 use compsafe_core::Variant;
-use compsafe_worker::exec::{judges_for, Evaluator};
-use compsafe_worker::search::{search, Found, MethodResult, SearchConfig, SearchResult, Searcher};
+use compsafe_eval::evaluator::{judges_for, Evaluator};
+use compsafe_eval::search::{search, Found, MethodResult, SearchConfig, SearchResult, Searcher};
 
 use crate::cli::SearchArgs;
 use crate::exit::{Failure, Outcome};

@@ -24,7 +24,7 @@ use compsafe_core::stats::{holm, PairedCounts};
 use compsafe_core::Variant;
 use compsafe_engine::score::logit_fidelity;
 use compsafe_engine::{generate, GenerateOptions, Model};
-use compsafe_worker::exec::Evaluator;
+use compsafe_eval::evaluator::Evaluator;
 
 use crate::cli::{SensitivityArgs, SensitivityUnit};
 use crate::exit::{Failure, Outcome};

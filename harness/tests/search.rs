@@ -10,7 +10,7 @@ use std::process::Command;
 use candle_core::Device;
 use compsafe_core::judge::{KeywordJudge, Preset};
 use compsafe_engine::{generate, GenerateOptions};
-use compsafe_worker::Evaluator;
+use compsafe_eval::Evaluator;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -1,11 +1,8 @@
 //! Wire contract between coordinator, workers and clients: the generated gRPC services, the
-//! JSON payloads that travel inside them, and the confinement of model paths to a root.
+//! JSON payloads that travel inside them (core's unit types, re-exported).
 
-use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
-
-use compsafe_core::report::{ModelInfo, Record, VariantInfo};
-use serde::{Deserialize, Serialize};
+pub use compsafe_core::paths::{confine, PathEscape};
+pub use compsafe_core::unit::{ReferenceWire, UnitResult, UnitSpec};
 
 /// Generated messages and service stubs of `compsafe.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -135,126 +132,9 @@ pub fn work_client(ch: AuthChannel) -> pb::work_client::WorkClient<AuthChannel> 
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// The reference's outputs on a suite, which variant units of that suite are compared with.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReferenceWire {
-    /// Per prompt id: the prompt's tokens and the reference's response tokens.
-    pub tokens: BTreeMap<String, (Vec<u32>, Vec<u32>)>,
-    /// Typical (median) mean per-token log-likelihood of the reference's own responses.
-    pub typical_logprob: Option<f64>,
-}
-
-/// What a worker is asked to do: one variant on a range of one suite's prompts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UnitSpec {
-    /// The sweep this unit belongs to.
-    pub sweep_id: String,
-    /// The unit's id.
-    pub unit_id: String,
-    /// The sweep's spec text.
-    pub spec_text: String,
-    /// The spec file's path (relative paths in the spec resolve against its directory).
-    pub spec_path: String,
-    /// Index of the variant in the spec (0 is the reference).
-    pub variant: usize,
-    /// Index of the suite in the spec.
-    pub suite: usize,
-    /// First prompt of the range.
-    pub start: usize,
-    /// One past the last prompt of the range.
-    pub end: usize,
-    /// The reference's outputs on this suite (variant units of generation suites).
-    pub reference: Option<ReferenceWire>,
-}
-
-/// What a worker returns for a unit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UnitResult {
-    /// One record per prompt of the range.
-    pub records: Vec<Record>,
-    /// The evaluated variant.
-    pub variant: VariantInfo,
-    /// The model and its file integrity (reference units).
-    pub model: Option<ModelInfo>,
-    /// The reference's outputs (reference units of generation suites).
-    pub reference: Option<ReferenceWire>,
-}
-
-/// A model path outside the configured model root, or one that cannot be resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathEscape {
-    /// The offending path.
-    pub path: PathBuf,
-    /// Why it is refused.
-    pub reason: String,
-}
-
-impl std::fmt::Display for PathEscape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.reason)
-    }
-}
-
-impl std::error::Error for PathEscape {}
-
-/// Resolves `path` inside `root`: no `..` component, and after following symlinks the path
-/// must still lie under the (resolved) root. Returns the resolved path.
-pub fn confine(path: &Path, root: &Path) -> Result<PathBuf, PathEscape> {
-    let escape = |reason: String| PathEscape {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(escape("model paths may not contain `..`".into()));
-    }
-    let root = root.canonicalize().map_err(|e| {
-        escape(format!(
-            "model root {} cannot be resolved: {e}",
-            root.display()
-        ))
-    })?;
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        root.join(path)
-    };
-    let real = joined
-        .canonicalize()
-        .map_err(|e| escape(format!("cannot be resolved: {e}")))?;
-    if real.starts_with(&root) {
-        Ok(real)
-    } else {
-        Err(escape(format!(
-            "resolves to {}, outside the model root {}",
-            real.display(),
-            root.display()
-        )))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn confine_accepts_inside_and_refuses_escapes() {
-        let tmp = std::env::temp_dir().join(format!("compsafe-confine-{}", std::process::id()));
-        let root = tmp.join("root");
-        std::fs::create_dir_all(root.join("m")).unwrap();
-        std::fs::create_dir_all(tmp.join("outside")).unwrap();
-        assert!(confine(&root.join("m"), &root).is_ok());
-        assert!(confine(Path::new("m"), &root).is_ok());
-        let e = confine(&root.join("m/../m"), &root).unwrap_err();
-        assert!(e.reason.contains(".."), "{e}");
-        assert!(confine(&tmp.join("outside"), &root).is_err());
-        #[cfg(unix)]
-        {
-            std::os::unix::fs::symlink(tmp.join("outside"), root.join("link")).unwrap();
-            let e = confine(&root.join("link"), &root).unwrap_err();
-            assert!(e.reason.contains("outside the model root"), "{e}");
-        }
-        std::fs::remove_dir_all(&tmp).unwrap();
-    }
 
     #[test]
     fn protocol_mismatch_is_refused() {

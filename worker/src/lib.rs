@@ -1,12 +1,7 @@
-//! compsafe-worker: runs work units on the engine and reports their records.
+//! compsafe-worker: the lease loop and its transport. It pulls work units from a coordinator
+//! and runs them with `compsafe-eval`'s [`Runner`].
 
-pub mod distill;
-pub mod exec;
-pub mod info;
 pub mod pull;
-pub mod search;
-pub mod unit;
 
-pub use exec::{Evaluator, ReferenceOutputs};
+pub use compsafe_eval::{Runner, UnitError};
 pub use pull::{pull_loop, PullConfig};
-pub use unit::{Runner, UnitError};

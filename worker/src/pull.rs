@@ -15,7 +15,7 @@ use compsafe_proto::{
 use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status};
 
-use crate::unit::{Runner, UnitError};
+use compsafe_eval::{Runner, UnitError};
 
 /// How a worker is run.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 //! maximises the gap in refusal log-odds, `reference - variant`, over a suffix of
 //! `suffix_len` tokens, subject to the reference's log-odds staying at or above `margin`.
 //! The refusal log-odds are the report's: of the probability mass that the first response
-//! token opens one of the refusal openings ([`crate::exec::REFUSAL_STARTERS`]).
+//! token opens one of the refusal openings ([`crate::evaluator::REFUSAL_STARTERS`]).
 //! Each step picks a suffix position at random and scores `candidates` random replacement
 //! tokens there, keeping the best if it improves on the current suffix. A random-sampling
 //! baseline scores the same number of independent random suffixes of the same length. Both
@@ -31,7 +31,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::exec::Evaluator;
+use crate::evaluator::Evaluator;
 
 /// How suffixes are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

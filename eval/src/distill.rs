@@ -12,7 +12,7 @@ use compsafe_engine::distill::{self, TransferSeq};
 use compsafe_engine::variant::DerivedVariant;
 use compsafe_engine::{generate, EngineError, GenerateOptions};
 
-use crate::exec::Evaluator;
+use crate::evaluator::Evaluator;
 
 /// The default cache directory: `$COMPSAFE_CACHE_DIR`, else `$XDG_CACHE_HOME/compsafe`, else
 /// `~/.cache/compsafe`, else `compsafe-cache` under the system's temporary directory.

@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Device;
+use compsafe_core::paths::confine;
 use compsafe_core::report::{ModelInfo, Training};
 use compsafe_core::spec::{validate_text, Validated};
 use compsafe_core::suite::Expect;
+use compsafe_core::unit::{ReferenceWire, UnitResult, UnitSpec};
 use compsafe_core::Method;
 use compsafe_engine::variant::DerivedVariant;
 use compsafe_engine::EngineError;
-use compsafe_proto::{confine, ReferenceWire, UnitResult, UnitSpec};
 
-use crate::exec::{judges_for, Evaluator, ReferenceOutputs};
+use crate::evaluator::{judges_for, Evaluator, ReferenceOutputs};
 use crate::info::{failed_variant_info, model_info, variant_info, variant_integrity};
 
 /// Why a unit could not be run, and whether another attempt may succeed.
