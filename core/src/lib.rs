@@ -23,6 +23,7 @@ pub mod report;
 pub mod spec;
 pub mod stats;
 pub mod suite;
+pub mod text;
 pub mod unit;
 pub mod variant;
 

@@ -744,8 +744,9 @@ fn junit_of_an_empty_report() {
 /// A report assembled by the report module's own functions renders and gates consistently.
 #[test]
 fn report_built_from_records() {
+    use crate::aggregate::{apply_holm, build_cell, divergences, CellOptions};
     use crate::judge::Verdict;
-    use crate::report::{apply_holm, build_cell, divergences, CellOptions, Record};
+    use crate::report::Record;
     let rec = |variant: &str, id: usize, verdict: Verdict| Record {
         variant: variant.into(),
         suite: "harmful".into(),

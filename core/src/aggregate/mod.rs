@@ -2,15 +2,18 @@
 //! reference's cell included, Holm correction across the whole grid, and the divergences.
 //! Pure and order-independent, so a local run and a distributed run give the same report.
 
+pub(crate) mod cells;
+
 use std::collections::BTreeMap;
 
 use crate::error::FieldError;
-use crate::report::{
-    apply_holm, build_cell, divergences, rank_divergences, CellOptions, ModelInfo, Record, Report,
-    SweepInfo, VariantInfo, SCHEMA,
-};
+use crate::report::{ModelInfo, Record, Report, SweepInfo, VariantInfo, SCHEMA};
 use crate::spec::Spec;
 use crate::suite::Suite;
+
+pub use cells::{
+    apply_holm, build_cell, cell_seed, divergences, pair, rank_divergences, CellOptions,
+};
 
 /// Everything a report is assembled from.
 #[derive(Debug, Clone)]

@@ -1,0 +1,74 @@
+//! Small text helpers shared by the parsers and renderers: cutting long values for messages,
+//! and turning a TOML error into a [`FieldError`] that names the key path.
+
+use std::ops::Range;
+use std::path::Path;
+
+use crate::error::FieldError;
+
+/// At most `max` characters of `s`, with `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The TOML key path (`variants[2].method`) of the innermost key or value whose span holds
+/// byte offset `at`. Table headers only span the header, so every node is visited.
+pub fn toml_path(text: &str, at: usize) -> Option<String> {
+    fn consider(s: Range<usize>, at: usize, path: &str, best: &mut Option<(usize, String)>) {
+        if s.contains(&at) && best.as_ref().is_none_or(|(len, _)| s.len() <= *len) {
+            *best = Some((s.len(), path.to_string()));
+        }
+    }
+    fn walk(v: &toml::de::DeValue<'_>, at: usize, path: &str, best: &mut Option<(usize, String)>) {
+        if let Some(t) = v.as_table() {
+            for (k, val) in t.iter() {
+                let p = if path.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{path}.{}", k.get_ref())
+                };
+                consider(k.span(), at, &p, best);
+                consider(val.span(), at, &p, best);
+                walk(val.get_ref(), at, &p, best);
+            }
+        } else if let Some(a) = v.as_array() {
+            for (i, item) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                consider(item.span(), at, &p, best);
+                walk(item.get_ref(), at, &p, best);
+            }
+        }
+    }
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let root = toml::de::DeValue::Table(doc.into_inner());
+    let mut best = None;
+    walk(&root, at, "", &mut best);
+    best.map(|(_, p)| p)
+}
+
+/// A TOML parse or shape error of `file` as a [`FieldError`]: the key path at the error's
+/// position (else its line), the offending text (trimmed, at most 80 characters) and the
+/// message. `whole` names the field when the error has no position (`(spec)`, `(gate)`).
+pub fn toml_error(e: &toml::de::Error, text: &str, file: &Path, whole: &str) -> FieldError {
+    let (field, value) = match e.span() {
+        Some(span) => {
+            let value = text
+                .get(span.clone())
+                .map(|v| truncate(v.trim(), 80))
+                .unwrap_or_default();
+            let field = toml_path(text, span.start).unwrap_or_else(|| {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}")
+            });
+            (field, value)
+        }
+        None => (whole.to_string(), String::new()),
+    };
+    FieldError::new(field, value, e.message().trim().to_string()).in_file(file)
+}
