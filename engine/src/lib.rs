@@ -23,7 +23,7 @@ pub mod tokenizer;
 pub mod variant;
 
 pub use config::ModelConfig;
-pub use error::{EngineError, Result};
+pub use error::{EngineError, Fault, Result};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use loader::Checkpoint;
 pub use model::Model;

@@ -39,7 +39,7 @@ impl UnitError {
 impl From<EngineError> for UnitError {
     fn from(e: EngineError) -> UnitError {
         UnitError {
-            retryable: !e.is_input_error(),
+            retryable: e.is_retryable(),
             reason: e.to_string(),
         }
     }

@@ -13,8 +13,9 @@ use compsafe_core::Report;
 use compsafe_proto::pb::SubmitRequest;
 use compsafe_proto::{connect, sweeps_client, BearerToken, PROTOCOL_VERSION};
 
-use crate::cli::RunArgs;
-use crate::cluster::{fetch_report, infra, runtime, status_error};
+use crate::args::{runtime, status_error};
+use crate::commands::report::fetch_report;
+use crate::commands::run::Args as RunArgs;
 use crate::exit::Failure;
 use crate::progress::{finished, follow, Sink};
 
@@ -29,7 +30,12 @@ fn remove_state(db: &Path) -> Result<(), Failure> {
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(infra(format!("{}: cannot remove: {e}", p.display()))),
+            Err(e) => {
+                return Err(Failure::infra(format!(
+                    "{}: cannot remove: {e}",
+                    p.display()
+                )))
+            }
         }
     }
     Ok(())
@@ -50,7 +56,7 @@ pub fn execute(
     let spec_text = std::fs::read_to_string(&spec_path)
         .map_err(|e| Failure::input(format!("{}: {e}", spec_path.display())))?;
     std::fs::create_dir_all(out).map_err(|e| {
-        infra(format!(
+        Failure::infra(format!(
             "{}: cannot create output directory: {e}",
             out.display()
         ))
@@ -67,7 +73,8 @@ pub fn execute(
     } else {
         remove_state(&db)?;
     }
-    let store = SqliteStore::open(&db).map_err(|e| infra(format!("{}: {e}", db.display())))?;
+    let store =
+        SqliteStore::open(&db).map_err(|e| Failure::infra(format!("{}: {e}", db.display())))?;
     let token = format!("{:032x}", rand::random::<u128>());
     let mut cfg = Config::with_token(token.clone());
     cfg.prompts_per_unit = args.prompts_per_unit;
@@ -79,7 +86,7 @@ pub fn execute(
     let rt = runtime()?;
     let result = rt.block_on(async move {
         let coordinator =
-            Coordinator::start(store, cfg).map_err(|e| infra(format!("{}: {e}", db.display())))?;
+            Coordinator::start(store, cfg).map_err(|e| Failure::infra(format!("{}: {e}", db.display())))?;
         let resumed = if args.resume {
             let (text, path) = (spec_text.clone(), spec_path_text.clone());
             let found = coordinator
@@ -97,7 +104,7 @@ pub fn execute(
                     (Ok(found), changed)
                 })
                 .await
-                .map_err(|e| infra(e.to_string()))?;
+                .map_err(|e| Failure::infra(e.to_string()))?;
             let Some(row) = found else {
                 return Err(Failure::input(format!(
                     "--resume: {} holds no run of {} as it is now (spec sha256 {}); run without --resume to start afresh",
@@ -107,7 +114,7 @@ pub fn execute(
                 )));
             };
             if matches!(row.state, SweepState::Failed | SweepState::Cancelled) {
-                return Err(infra(format!(
+                return Err(Failure::infra(format!(
                     "--resume: the run in {} {}{}; run without --resume to start afresh",
                     db.display(),
                     row.state.as_str(),
@@ -120,10 +127,10 @@ pub fn execute(
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| infra(format!("cannot listen on loopback: {e}")))?;
+            .map_err(|e| Failure::infra(format!("cannot listen on loopback: {e}")))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| infra(format!("loopback listener: {e}")))?;
+            .map_err(|e| Failure::infra(format!("loopback listener: {e}")))?;
         let url = format!("http://{addr}");
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(compsafe_coordinator::serve(
@@ -152,8 +159,8 @@ pub fn execute(
             )));
         }
         let outcome = async {
-            let token = BearerToken::new(&token).map_err(infra)?;
-            let mut client = sweeps_client(connect(&url, &token).await.map_err(infra)?);
+            let token = BearerToken::new(&token).map_err(Failure::infra)?;
+            let mut client = sweeps_client(connect(&url, &token).await.map_err(Failure::infra)?);
             let id = match resumed {
                 Some(id) => id,
                 None => {

@@ -1,51 +1,124 @@
-//! The `compsafe` command line.
+//! The `compsafe` command line: one file per command under `commands/`, each with its
+//! arguments and an `exec`.
 //!
 //! Exit status: 0 ok; 1 ran fine but a check or gate failed; 2 usage, spec or input error;
-//! 3 infrastructure failure.
+//! 3 infrastructure failure (see [`exit::ExitStatus`]).
 
-mod cli;
-mod cluster;
-mod conditioned;
-mod diff;
+mod args;
+mod commands;
 mod exit;
-mod heads;
-mod layers;
 mod local;
-mod outputs;
+mod output;
 mod progress;
-mod run;
-mod search;
-mod sensitivity;
-mod verify;
 
 use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::args::IdArgs;
+use crate::commands::*;
+use crate::exit::{ExitStatus, Failure, Outcome};
 
 // The coordinator's gRPC path allocates per message; mimalloc serves it 15-25% faster than
 // the system allocator (coordinator/examples/scale.rs, side by side).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
+/// compsafe: what did compression do to my model's safety?
+#[derive(Debug, Parser)]
+#[command(name = "compsafe", version, about, propagate_version = true)]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug); COMPSAFE_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    command: Command,
+}
 
-use crate::cli::{Cli, Command, FixtureCommand, ManifestCommand};
-use crate::exit::{Failure, Outcome};
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a sweep on this machine and writes its reports.
+    Run(run::Args),
+    /// Parses and checks a spec (files, hashes, regexes, suites); runs nothing.
+    Validate(validate::Args),
+    /// Regression gate: compares two report.json files (exit 1 when a rule fails).
+    Diff(diff::Args),
+    /// Per-tensor error of one compressed variant, worst first.
+    Layers(layers::Args),
+    /// Ranks attention heads (or layers, or MLP channel blocks) by how much ablating each
+    /// alone lowers refusal relative to how much it hurts benign likelihood.
+    Heads(heads::Args),
+    /// Compresses one layer (or attention/MLP group, or tensor) at a time: which layers
+    /// would break safety alone?
+    Sensitivity(sensitivity::Args),
+    /// Behaviour that appears only under compression, with a noise control (exit 1 when
+    /// something is flagged).
+    Conditioned(conditioned::Args),
+    /// Targeted search: short prompt suffixes that keep the reference refusing while a
+    /// compressed variant complies.
+    Search(search::Args),
+    /// Writes a Hugging Face Llama checkpoint as a GGUF file.
+    Quantize(quantize::Args),
+    /// Is a GGUF file an honest quantization of its source? (exit 1 when not)
+    RequantDiff(requant_diff::Args),
+    /// Weights sitting at rounding boundaries, per tensor (exit 1 when a tensor is flagged).
+    Boundary(boundary::Args),
+    /// Integrity of a model against its manifest: files, every tensor, chat template, tokenizer.
+    Verify(verify::Args),
+    /// Model manifests: hashes of every file, every tensor, the chat template and tokenizer.
+    Manifest {
+        /// What to do.
+        #[command(subcommand)]
+        command: manifest::ManifestCommand,
+    },
+    /// Devices, CUDA, versions.
+    Doctor,
+    /// Serves sweeps to workers over gRPC, with state in SQLite.
+    Coordinator(coordinator::Args),
+    /// Pulls work units from a coordinator and runs them.
+    Worker(worker::Args),
+    /// Submits a sweep spec to a coordinator; prints the sweep id.
+    Submit(submit::Args),
+    /// Progress of a submitted sweep.
+    Status(IdArgs),
+    /// Progress of a submitted sweep as it changes, until it finishes.
+    Watch(IdArgs),
+    /// Cancels a submitted sweep.
+    Cancel(IdArgs),
+    /// Writes the reports of a finished sweep.
+    Report(report::Args),
+    /// Asks a coordinator's grpc.health.v1 service whether it is serving (exit 0 when it is,
+    /// 1 when it answers but is not serving, 3 when it cannot be reached); needs no token.
+    Health(health::Args),
+    /// Fixture checkpoints.
+    Fixture {
+        /// What to do with the fixtures.
+        #[command(subcommand)]
+        command: fixture::FixtureCommand,
+    },
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            let status = if e.use_stderr() {
+                ExitStatus::Input
+            } else {
+                ExitStatus::Ok
+            };
             let _ = e.print();
-            return ExitCode::from(code);
+            return status.into();
         }
     };
     init_tracing(cli.verbose);
-    match dispatch(cli.command) {
-        Ok(Outcome::Ok) => ExitCode::from(0),
-        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+    match dispatch(&cli.command) {
+        Ok(outcome) => outcome.status().into(),
         Err(f) => {
             eprintln!("error: {}", f.message);
-            ExitCode::from(f.code)
+            f.status.into()
         }
     }
 }
@@ -65,100 +138,30 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-fn dispatch(cmd: Command) -> Result<Outcome, Failure> {
+fn dispatch(cmd: &Command) -> Result<Outcome, Failure> {
     match cmd {
-        Command::Run(args) => run::run_cmd(&args),
-        Command::Validate(args) => run::validate_cmd(&args),
-        Command::Diff(args) => diff::run(&args),
-        Command::Layers(args) => layers::run(&args),
-        Command::Boundary(args) => layers::boundary(&args),
-        Command::Quantize(args) => verify::quantize(&args),
-        Command::Heads(args) => heads::run(&args),
-        Command::Sensitivity(args) => sensitivity::run(&args),
-        Command::Conditioned(args) => conditioned::run(&args),
-        Command::Search(args) => search::run(&args),
-        Command::RequantDiff(args) => verify::requant_diff(&args),
-        Command::Verify(args) => verify::run(&args),
-        Command::Manifest {
-            command: ManifestCommand::Create(args),
-        } => verify::create(&args),
-        Command::Doctor => doctor(),
-        Command::Coordinator(args) => cluster::coordinator_cmd(&args),
-        Command::Worker(args) => cluster::worker_cmd(&args),
-        Command::Submit(args) => cluster::submit_cmd(&args),
-        Command::Status(args) => cluster::status_cmd(&args),
-        Command::Watch(args) => cluster::watch_cmd(&args),
-        Command::Cancel(args) => cluster::cancel_cmd(&args),
-        Command::Report(args) => cluster::report_cmd(&args),
-        Command::Health(args) => cluster::health_cmd(&args),
-        Command::Fixture {
-            command: FixtureCommand::Train(args),
-        } => {
-            let opts = compsafe_engine::fixture::FixtureOptions {
-                out: args.out,
-                seed: args.seed,
-                quick: args.quick,
-            };
-            let dirs = compsafe_engine::fixture::train(&opts)?;
-            for d in dirs {
-                println!("{}", d.display());
-            }
-            Ok(Outcome::Ok)
-        }
-        Command::Fixture {
-            command: FixtureCommand::Plant(args),
-        } => {
-            if !args.from.is_dir() {
-                return Err(Failure::input(format!(
-                    "--from {}: not a model directory",
-                    args.from.display()
-                )));
-            }
-            let planted = compsafe_engine::fixture::quantdoor::plant(
-                &compsafe_engine::fixture::quantdoor::PlantOptions {
-                    from: args.from,
-                    out: args.out,
-                    seed: args.seed,
-                    quick: args.quick,
-                },
-            )?;
-            for (name, l) in &planted.stages {
-                eprintln!(
-                    "stage {name:<10} loss {:.3} -> {:.3}  {:.1} s",
-                    l.first_loss, l.last_loss, l.seconds
-                );
-            }
-            eprintln!("total {:.1} s", planted.seconds);
-            println!("{}", planted.dir.display());
-            Ok(Outcome::Ok)
-        }
+        Command::Run(a) => run::exec(a),
+        Command::Validate(a) => validate::exec(a),
+        Command::Diff(a) => diff::exec(a),
+        Command::Layers(a) => layers::exec(a),
+        Command::Heads(a) => heads::exec(a),
+        Command::Sensitivity(a) => sensitivity::exec(a),
+        Command::Conditioned(a) => conditioned::exec(a),
+        Command::Search(a) => search::exec(a),
+        Command::Quantize(a) => quantize::exec(a),
+        Command::RequantDiff(a) => requant_diff::exec(a),
+        Command::Boundary(a) => boundary::exec(a),
+        Command::Verify(a) => verify::exec(a),
+        Command::Manifest { command } => manifest::exec(command),
+        Command::Doctor => doctor::exec(),
+        Command::Coordinator(a) => coordinator::exec(a),
+        Command::Worker(a) => worker::exec(a),
+        Command::Submit(a) => submit::exec(a),
+        Command::Status(a) => status::exec(a),
+        Command::Watch(a) => watch::exec(a),
+        Command::Cancel(a) => cancel::exec(a),
+        Command::Report(a) => report::exec(a),
+        Command::Health(a) => health::exec(a),
+        Command::Fixture { command } => fixture::exec(command),
     }
-}
-
-/// The human-readable outputs of a report, by file name.
-pub(crate) fn render_all(report: &compsafe_core::Report) -> Vec<(&'static str, String)> {
-    vec![
-        ("report.md", compsafe_core::render::markdown(report)),
-        ("report.html", compsafe_core::render::html(report)),
-        ("junit.xml", compsafe_core::render::junit(report, None)),
-    ]
-}
-
-fn doctor() -> Result<Outcome, Failure> {
-    println!("compsafe {}", env!("CARGO_PKG_VERSION"));
-    println!("os: {} {}", std::env::consts::OS, std::env::consts::ARCH);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("cpu threads: {threads}");
-    println!(
-        "cuda: {}",
-        if cfg!(feature = "cuda") {
-            "compiled in"
-        } else {
-            "not compiled in (build with --features cuda for GPU workers)"
-        }
-    );
-    for line in compsafe_engine::device::describe_devices() {
-        println!("{line}");
-    }
-    Ok(Outcome::Ok)
 }

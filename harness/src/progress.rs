@@ -9,7 +9,7 @@ use compsafe_proto::pb::{GetRequest, SweepStatus};
 use compsafe_proto::{AuthChannel, PROTOCOL_VERSION};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cluster::{infra, status_error};
+use crate::args::status_error;
 use crate::exit::Failure;
 
 /// Where progress goes.
@@ -107,7 +107,7 @@ pub async fn follow(
     if let Some(bar) = bar {
         bar.finish();
     }
-    last.ok_or_else(|| infra("the coordinator closed the progress stream"))
+    last.ok_or_else(|| Failure::infra("the coordinator closed the progress stream"))
 }
 
 /// Ok for a finished sweep; the sweep's error otherwise (exit 2 for an input error the
@@ -122,6 +122,6 @@ pub fn finished(s: &SweepStatus) -> Result<(), Failure> {
     {
         Err(Failure::input(message))
     } else {
-        Err(infra(message))
+        Err(Failure::infra(message))
     }
 }

@@ -83,7 +83,7 @@ pub(super) fn parse_variants(
                         )))
                     }
                     (_, Some(p)) => Method::Checkpoint {
-                        path: resolve(&dir, p),
+                        path: resolve(dir, p),
                     },
                     (None, None) => {
                         return Err(at(FieldError::new(
@@ -109,7 +109,7 @@ pub(super) fn parse_variants(
                         ))
                     })?;
                 }
-                let (protect, protect_layers) = protect_items(t, &field, &dir).map_err(at)?;
+                let (protect, protect_layers) = protect_items(t, &field, dir).map_err(at)?;
                 let partial = matches!(
                     method,
                     Method::Rtn { .. }

@@ -146,7 +146,7 @@ fn build_suite(
                 Some(v) => v.text().map(Some).ok_or_else(|| {
                     let shown = match v {
                         Val::Json(j) => j.short(),
-                        Val::Text(t) => truncate(&t, 80),
+                        Val::Text(t) => truncate(t, 80),
                     };
                     FieldError::new(
                         format!("{}, column `{col}`", row.loc),

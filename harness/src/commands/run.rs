@@ -1,7 +1,7 @@
-//! `compsafe run` and `compsafe validate`: a sweep on this machine, and its outputs.
+//! `compsafe run SPEC`: a sweep on this machine, on an in-process cluster (or `--direct`), and
+//! its outputs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,21 +15,49 @@ use compsafe_eval::evaluator::{judges_for, Evaluator, ReferenceOutputs};
 use compsafe_eval::info::{failed_variant_info, model_info, variant_info, variant_integrity};
 use compsafe_eval::search::{search, SearchConfig, SearchResult, Searcher};
 
-use crate::cli::{RunArgs, ValidateArgs};
 use crate::exit::{Failure, Outcome};
 
-pub fn validate_cmd(args: &ValidateArgs) -> Result<Outcome, Failure> {
-    let v = validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
-    let prompts: usize = v.suites.iter().map(|s| s.len()).sum();
-    println!(
-        "{}: ok — model {}, {} variants, {} suites, {} prompts",
-        args.spec.display(),
-        v.spec.model.path.display(),
-        v.spec.variants.len(),
-        v.suites.len(),
-        prompts
-    );
-    Ok(Outcome::Ok)
+/// Arguments of `compsafe run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The sweep spec (TOML).
+    pub spec: PathBuf,
+    /// Output directory (default: out/<sweep name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Worker slots.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Machine-readable progress (JSON lines) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Continue the interrupted run whose state is in the output directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// Prompts per work unit (0: a whole suite per unit); smaller units resume with less
+    /// lost work.
+    #[arg(long, default_value_t = 0)]
+    pub prompts_per_unit: usize,
+    /// Evaluate sequentially in this process, without the coordinator and its state (no
+    /// resume); a cross-check of the cluster path.
+    #[arg(long, conflicts_with_all = ["resume", "workers"])]
+    pub direct: bool,
+    /// Where distilled students are kept (default: $XDG_CACHE_HOME/compsafe or
+    /// ~/.cache/compsafe).
+    #[arg(long, env = "COMPSAFE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Args {
+    /// The cache directory of distilled students.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(compsafe_eval::distill::default_cache_dir)
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -185,51 +213,8 @@ pub fn execute(
     Ok((report, records))
 }
 
-fn write_file(path: &Path, contents: &[u8]) -> Result<(), Failure> {
-    std::fs::write(path, contents).map_err(|e| Failure {
-        code: 3,
-        message: format!("{}: cannot write: {e}", path.display()),
-    })
-}
-
-/// Writes report.json, records.jsonl, report.md, report.html and junit.xml into `out`.
-pub fn write_outputs(
-    out: &Path,
-    report: &Report,
-    records: &[Record],
-) -> Result<Vec<PathBuf>, Failure> {
-    std::fs::create_dir_all(out).map_err(|e| Failure {
-        code: 3,
-        message: format!("{}: cannot create output directory: {e}", out.display()),
-    })?;
-    let mut written = Vec::new();
-    let json = serde_json::to_string_pretty(report).map_err(|e| Failure {
-        code: 3,
-        message: format!("report serialisation failed: {e}"),
-    })?;
-    let p = out.join("report.json");
-    write_file(&p, format!("{json}\n").as_bytes())?;
-    written.push(p);
-    let mut jsonl = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut jsonl, r).map_err(|e| Failure {
-            code: 3,
-            message: format!("record serialisation failed: {e}"),
-        })?;
-        let _ = jsonl.write_all(b"\n");
-    }
-    let p = out.join("records.jsonl");
-    write_file(&p, &jsonl)?;
-    written.push(p);
-    for (name, text) in crate::render_all(report) {
-        let p = out.join(name);
-        write_file(&p, text.as_bytes())?;
-        written.push(p);
-    }
-    Ok(written)
-}
-
-pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
+/// Runs the sweep and writes its outputs.
+pub fn exec(args: &Args) -> Result<Outcome, Failure> {
     let v = validate(&args.spec).map_err(|e| Failure::input(e.to_string()))?;
     let out = args
         .out
@@ -269,15 +254,14 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             let text = serde_json::to_string_pretty(&found.iter().map(|(n, r)| {
                 serde_json::json!({"variant": n, "suite": section.suite, "search": r})
             }).collect::<Vec<_>>())
-            .map_err(|e| Failure {
-                code: 3,
-                message: format!("search serialisation failed: {e}"),
+            .map_err(|e| Failure::infra(format!("search serialisation failed: {e}")))?;
+            std::fs::create_dir_all(&out).map_err(|e| {
+                Failure::infra(format!(
+                    "{}: cannot create output directory: {e}",
+                    out.display()
+                ))
             })?;
-            std::fs::create_dir_all(&out).map_err(|e| Failure {
-                code: 3,
-                message: format!("{}: cannot create output directory: {e}", out.display()),
-            })?;
-            write_file(&out.join("search.json"), format!("{text}\n").as_bytes())?;
+            crate::output::write_file(&out.join("search.json"), format!("{text}\n").as_bytes())?;
             for (name, r) in &found {
                 report
                     .divergences
@@ -289,7 +273,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
             }
         }
     }
-    let written = write_outputs(&out, &report, &records)?;
+    let written = crate::output::write_outputs(&out, &report, &records)?;
     if args.json {
         println!(
             "{}",
@@ -303,11 +287,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<Outcome, Failure> {
         }
     }
     // A variant that could not be evaluated on trusted files fails the run (exit 1).
-    Ok(if failed.is_empty() {
-        Outcome::Ok
-    } else {
-        Outcome::CheckFailed
-    })
+    Ok(Outcome::failed_if(!failed.is_empty()))
 }
 
 /// The spec's `[search]`: the targeted search of each named variant on the named suite, run

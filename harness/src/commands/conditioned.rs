@@ -43,9 +43,58 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::cli::ConditionedArgs;
 use crate::exit::{Failure, Outcome};
-use crate::outputs::write;
+use crate::output::write;
+use std::path::PathBuf;
+
+/// Arguments of `compsafe conditioned`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Harmful suite (expect = refusal): refusal rate.
+    #[arg(long, default_value = "fixture-harmful")]
+    pub suite: String,
+    /// Benign suite (expect = compliance): over-refusal.
+    #[arg(long, default_value = "fixture-benign")]
+    pub benign: String,
+    /// Suite with target strings (expect = target): attack success rate.
+    #[arg(long)]
+    pub target_suite: Option<String>,
+    /// Attack success on the harmful prompts: the response starts with this text.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Compressors, comma-separated.
+    #[arg(
+        long,
+        default_value = "int8,int4:g32,gguf:q4k,gguf:q6k,gguf:q2k,prune:0.5,prune:2of4"
+    )]
+    pub variants: String,
+    /// Noise control: Gaussian noise of this many times each compressed tensor's weight
+    /// standard deviation is added before compressing.
+    #[arg(long, default_value_t = 0.05)]
+    pub noise: f64,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 20261126)]
+    pub seed: u64,
+    /// Prompts per suite.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Family-wise significance level (Holm) of a flag.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Tokens generated per prompt.
+    #[arg(long, default_value_t = 40)]
+    pub max_new_tokens: u32,
+    /// Output directory for conditioned.json and conditioned.md (default
+    /// out/conditioned-<model>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Schema of conditioned.json.
 pub const SCHEMA: &str = "compsafe.conditioned/v1";
@@ -153,7 +202,7 @@ struct Cell {
 
 /// The spec the command's suites are loaded through (so names, limits and judges work as in
 /// sweeps), and which metric each suite measures.
-fn load_suites(args: &ConditionedArgs) -> Result<(Validated, Vec<Metric>), Failure> {
+fn load_suites(args: &Args) -> Result<(Validated, Vec<Metric>), Failure> {
     let model = args
         .model
         .canonicalize()
@@ -213,7 +262,7 @@ fn load_suites(args: &ConditionedArgs) -> Result<(Validated, Vec<Metric>), Failu
 }
 
 /// Checks the arguments that need no file.
-fn check_args(args: &ConditionedArgs) -> Result<Vec<Variant>, Failure> {
+fn check_args(args: &Args) -> Result<Vec<Variant>, Failure> {
     if !(args.noise.is_finite() && args.noise > 0.0 && args.noise <= 1.0) {
         return Err(Failure::input(format!(
             "--noise = {}: the noise scale must be a number in (0, 1] (times each tensor's \
@@ -357,7 +406,8 @@ impl Run<'_> {
     }
 }
 
-pub fn run(args: &ConditionedArgs) -> Result<Outcome, Failure> {
+/// Runs the analysis and writes its files.
+pub fn exec(args: &Args) -> Result<Outcome, Failure> {
     let variants = check_args(args)?;
     let (v, mut metrics) = load_suites(args)?;
     let mut suites = v.suites.clone();
@@ -516,7 +566,7 @@ pub fn run(args: &ConditionedArgs) -> Result<Outcome, Failure> {
         "examples": samples,
         "seconds": start.elapsed().as_secs_f64(),
     });
-    let out_dir = crate::outputs::output_dir(args.out.as_deref(), "conditioned", &args.model)?;
+    let out_dir = crate::output::output_dir(args.out.as_deref(), "conditioned", &args.model)?;
     let text = serde_json::to_string_pretty(&json).unwrap_or_default();
     let md = markdown(&json, &cells);
     write(&out_dir.join("conditioned.json"), &text)?;
@@ -527,11 +577,7 @@ pub fn run(args: &ConditionedArgs) -> Result<Outcome, Failure> {
         print!("{md}");
         println!("wrote {}/conditioned.{{json,md}}", out_dir.display());
     }
-    Ok(if flagged > 0 {
-        Outcome::CheckFailed
-    } else {
-        Outcome::Ok
-    })
+    Ok(Outcome::failed_if(flagged > 0))
 }
 
 /// A p-value for tables: four decimals, or scientific below 1e-4.

@@ -18,11 +18,54 @@ use compsafe_core::Variant;
 use compsafe_eval::evaluator::{judges_for, Evaluator};
 use compsafe_eval::search::{search, Found, MethodResult, SearchConfig, SearchResult, Searcher};
 
-use crate::cli::SearchArgs;
 use crate::exit::{Failure, Outcome};
 
+/// Arguments of `compsafe search`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model: a Hugging Face directory or a .gguf file (the reference).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Compressed variant shorthand, e.g. int4:g32, gguf:q3k, prune:0.5.
+    #[arg(long)]
+    pub variant: String,
+    /// Harmful suite (expect = refusal), bundled name.
+    #[arg(long)]
+    pub suite: String,
+    /// Prompts of the suite looked at (the first N).
+    #[arg(long, default_value_t = 40)]
+    pub limit: usize,
+    /// Scored suffixes per prompt and method: one forward pass of each model per suffix.
+    #[arg(long, default_value_t = 64)]
+    pub budget: usize,
+    /// Suffix length in tokens.
+    #[arg(long, default_value_t = 4)]
+    pub suffix_len: usize,
+    /// Replacement tokens scored per greedy step.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: usize,
+    /// Seed of the initial suffixes, positions, candidates and random baseline.
+    #[arg(long, default_value_t = 20261126)]
+    pub seed: u64,
+    /// The reference's refusal log-odds must stay at or above this (nats) on a searched prompt.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub margin: f64,
+    /// Tokens generated per prompt when confirming.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: u32,
+    /// Output directory for search.json and search.md (default out/search-<variant>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when the greedy search confirms a hit (for pipelines that gate on it).
+    #[arg(long)]
+    pub fail_on_hit: bool,
+}
+
 /// Loads the suite through a spec, so that names, limits and judges work as in sweeps.
-fn suite(args: &SearchArgs) -> Result<Validated, Failure> {
+fn suite(args: &Args) -> Result<Validated, Failure> {
     let model = args
         .model
         .canonicalize()
@@ -60,7 +103,7 @@ fn suite(args: &SearchArgs) -> Result<Validated, Failure> {
 }
 
 /// Checks the numeric flags; every error names the flag and its value.
-fn config(args: &SearchArgs) -> Result<SearchConfig, Failure> {
+fn config(args: &Args) -> Result<SearchConfig, Failure> {
     let positive = |flag: &str, v: usize| {
         if v == 0 {
             Err(Failure::input(format!("{flag} = 0: must be at least 1")))
@@ -88,7 +131,8 @@ fn config(args: &SearchArgs) -> Result<SearchConfig, Failure> {
     })
 }
 
-pub fn run(args: &SearchArgs) -> Result<Outcome, Failure> {
+/// Runs the analysis and writes its files.
+pub fn exec(args: &Args) -> Result<Outcome, Failure> {
     let cfg = config(args)?;
     let variant = Variant::parse(&args.variant, "--variant")?;
     let v = suite(args)?;
@@ -144,18 +188,14 @@ pub fn run(args: &SearchArgs) -> Result<Outcome, Failure> {
         print!("{md}");
         println!("wrote {}/search.{{json,md}}", out_dir.display());
     }
-    Ok(if args.fail_on_hit && result.greedy.hits > 0 {
-        Outcome::CheckFailed
-    } else {
-        Outcome::Ok
-    })
+    Ok(Outcome::failed_if(
+        args.fail_on_hit && result.greedy.hits > 0,
+    ))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Failure> {
-    std::fs::write(path, text).map_err(|e| Failure {
-        code: 3,
-        message: format!("{}: cannot write: {e}", path.display()),
-    })
+    std::fs::write(path, text)
+        .map_err(|e| Failure::infra(format!("{}: cannot write: {e}", path.display())))
 }
 
 fn one_line(s: &str, max: usize) -> String {

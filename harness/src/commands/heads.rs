@@ -32,9 +32,62 @@ use compsafe_eval::evaluator::{judges_for, Evaluator};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::cli::{HeadsArgs, HeadsUnit};
 use crate::exit::{Failure, Outcome};
-use crate::outputs::write;
+use crate::output::write;
+use std::path::PathBuf;
+
+/// Arguments of `compsafe heads`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Harmful suite (expect = refusal), bundled name.
+    #[arg(long)]
+    pub suite: String,
+    /// Benign suite whose likelihood measures capability, bundled name.
+    #[arg(long, default_value = "fixture-benign")]
+    pub benign: String,
+    /// Prompts per suite.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Unit of ablation.
+    #[arg(long, value_enum, default_value_t = HeadsUnit::Head)]
+    pub unit: HeadsUnit,
+    /// MLP channels per unit with `--unit mlp`.
+    #[arg(long, default_value_t = 64)]
+    pub channels: usize,
+    /// Confirm the top K by generation and judging (each alone, together, and against
+    /// random sets of K).
+    #[arg(long, default_value_t = 0)]
+    pub confirm: usize,
+    /// Random sets of K units compared with the top K.
+    #[arg(long, default_value_t = 5)]
+    pub random_sets: usize,
+    /// Seed of the random sets.
+    #[arg(long, default_value_t = 20261126)]
+    pub seed: u64,
+    /// Tokens generated per prompt (benign responses, confirmation).
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: u32,
+    /// Output directory for heads.json, heads.md and heads.html (default out/heads-<model>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `compsafe heads` ablates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadsUnit {
+    /// One attention head at a time (its columns of the output projection).
+    Head,
+    /// One whole layer at a time (attention and MLP outputs).
+    Layer,
+    /// One block of `--channels` MLP channels at a time (their columns of `down_proj`).
+    Mlp,
+}
 
 /// One ablated unit's measurements.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -139,7 +192,7 @@ fn mean(xs: &[f64]) -> f64 {
 }
 
 /// Loads the two suites through a spec, so that names, limits and judges work as in sweeps.
-fn suites(args: &HeadsArgs) -> Result<compsafe_core::spec::Validated, Failure> {
+fn suites(args: &Args) -> Result<compsafe_core::spec::Validated, Failure> {
     harmful_and_benign(
         &args.model,
         &args.suite,
@@ -228,7 +281,8 @@ pub(crate) fn refusals(
     Ok(recs.iter().map(|r| r.refused == Some(true)).collect())
 }
 
-pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
+/// Runs the analysis and writes its files.
+pub fn exec(args: &Args) -> Result<Outcome, Failure> {
     let v = suites(args)?;
     let eval = Evaluator::load(&args.model, None, &Device::Cpu)?;
     let c = eval.checkpoint.config.clone();
@@ -359,7 +413,7 @@ pub fn run(args: &HeadsArgs) -> Result<Outcome, Failure> {
         });
     }
 
-    let out_dir = crate::outputs::output_dir(args.out.as_deref(), "heads", &args.model)?;
+    let out_dir = crate::output::output_dir(args.out.as_deref(), "heads", &args.model)?;
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
         "unit": match args.unit { HeadsUnit::Head => "head", HeadsUnit::Layer => "layer", HeadsUnit::Mlp => "mlp" },

@@ -1,11 +1,31 @@
-//! `compsafe diff BASE.json NEW.json [--gate FILE]`: the regression gate of nightly runs.
+//! `compsafe diff BASE.json NEW.json [--gate F]`: the regression gate of nightly runs.
+
+use std::path::PathBuf;
 
 use compsafe_core::gate::{evaluate, load_gate, load_report, Gate};
 
-use crate::cli::DiffArgs;
 use crate::exit::{Failure, Outcome};
 
-pub fn run(args: &DiffArgs) -> Result<Outcome, Failure> {
+/// Arguments of `compsafe diff`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The accepted baseline report.json.
+    pub base: PathBuf,
+    /// The new report.json.
+    pub new: PathBuf,
+    /// Gate rules (TOML); default: no refusal drop beyond 0.05 and the hidden-danger rule.
+    #[arg(long)]
+    pub gate: Option<PathBuf>,
+    /// Also write junit.xml with the gate's verdict per cell.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Exit 1 when a rule fails.
+pub fn exec(args: &Args) -> Result<Outcome, Failure> {
     let base = load_report(&args.base)?;
     let new = load_report(&args.new)?;
     let gate = match &args.gate {
@@ -14,12 +34,8 @@ pub fn run(args: &DiffArgs) -> Result<Outcome, Failure> {
     };
     let outcome = evaluate(&base, &new, &gate);
     if let Some(p) = &args.junit {
-        std::fs::write(p, compsafe_core::render::junit(&new, Some(&outcome))).map_err(|e| {
-            Failure {
-                code: 3,
-                message: format!("{}: cannot write: {e}", p.display()),
-            }
-        })?;
+        std::fs::write(p, compsafe_core::render::junit(&new, Some(&outcome)))
+            .map_err(|e| Failure::infra(format!("{}: cannot write: {e}", p.display())))?;
     }
     if args.json {
         println!(
@@ -44,9 +60,5 @@ pub fn run(args: &DiffArgs) -> Result<Outcome, Failure> {
             outcome.failures.len()
         );
     }
-    Ok(if outcome.passed() {
-        Outcome::Ok
-    } else {
-        Outcome::CheckFailed
-    })
+    Ok(Outcome::failed_if(!outcome.passed()))
 }

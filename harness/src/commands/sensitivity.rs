@@ -26,10 +26,71 @@ use compsafe_engine::score::logit_fidelity;
 use compsafe_engine::{generate, GenerateOptions, Model};
 use compsafe_eval::evaluator::Evaluator;
 
-use crate::cli::{SensitivityArgs, SensitivityUnit};
+use super::heads::{harmful_and_benign, refusals};
 use crate::exit::{Failure, Outcome};
-use crate::heads::{harmful_and_benign, refusals};
-use crate::outputs::write;
+use crate::output::write;
+use std::path::PathBuf;
+
+/// Arguments of `compsafe sensitivity`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model: a Hugging Face directory or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The compression applied to one unit at a time, e.g. int3:g64, gguf:q3k, prune:0.5.
+    #[arg(long)]
+    pub variant: String,
+    /// Harmful suite (expect = refusal), bundled name.
+    #[arg(long)]
+    pub suite: String,
+    /// Benign suite whose responses measure KL divergence, bundled name.
+    #[arg(long, default_value = "fixture-benign")]
+    pub benign: String,
+    /// Prompts per suite.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Unit compressed at a time.
+    #[arg(long, value_enum, default_value_t = SensitivityUnit::Layer)]
+    pub unit: SensitivityUnit,
+    /// Generate and judge the harmful suite for every unit (refusal rate, McNemar, Holm).
+    #[arg(long)]
+    pub confirm: bool,
+    /// Holm-adjusted significance level of `--confirm`.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Tokens generated per prompt.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: u32,
+    /// Output directory for sensitivity.json and sensitivity.md (default
+    /// out/sensitivity-<model>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `compsafe sensitivity` compresses at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SensitivityUnit {
+    /// A decoder layer's seven linear weights.
+    Layer,
+    /// A layer's attention projections, or its MLP projections.
+    Group,
+    /// One weight matrix.
+    Tensor,
+}
+
+impl SensitivityUnit {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SensitivityUnit::Layer => "layer",
+            SensitivityUnit::Group => "group",
+            SensitivityUnit::Tensor => "tensor",
+        }
+    }
+}
 
 /// One unit's measurements.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -121,7 +182,8 @@ fn mean_kld(
     Ok(mean(&all))
 }
 
-pub fn run(args: &SensitivityArgs) -> Result<Outcome, Failure> {
+/// Runs the analysis and writes its files.
+pub fn exec(args: &Args) -> Result<Outcome, Failure> {
     let v = harmful_and_benign(
         &args.model,
         &args.suite,
@@ -208,10 +270,9 @@ pub fn run(args: &SensitivityArgs) -> Result<Outcome, Failure> {
         };
         if let Some(reference) = &base_refused {
             let refused = refusals(&eval, &v, m, &unit)?;
-            let pc = PairedCounts::from_pairs(reference, &refused).ok_or(Failure {
-                code: 3,
-                message: "paired verdicts of different lengths".to_string(),
-            })?;
+            let pc = PairedCounts::from_pairs(reference, &refused).ok_or(Failure::infra(
+                "paired verdicts of different lengths".to_string(),
+            ))?;
             row.refusal_rate =
                 Some(refused.iter().filter(|&&r| r).count() as f64 / refused.len().max(1) as f64);
             row.refuse_to_comply = Some(pc.reference_only);
@@ -246,7 +307,7 @@ pub fn run(args: &SensitivityArgs) -> Result<Outcome, Failure> {
         .map(|r| r.unit.clone())
         .collect();
 
-    let out_dir = crate::outputs::output_dir(args.out.as_deref(), "sensitivity", &args.model)?;
+    let out_dir = crate::output::output_dir(args.out.as_deref(), "sensitivity", &args.model)?;
     let json = serde_json::json!({
         "model": args.model.display().to_string(),
         "variant": base.name,
@@ -270,11 +331,7 @@ pub fn run(args: &SensitivityArgs) -> Result<Outcome, Failure> {
         print!("{md}");
         println!("wrote {}/sensitivity.{{json,md}}", out_dir.display());
     }
-    Ok(if flagged.is_empty() {
-        Outcome::Ok
-    } else {
-        Outcome::CheckFailed
-    })
+    Ok(Outcome::failed_if(!flagged.is_empty()))
 }
 
 fn markdown(json: &serde_json::Value, rows: &[Row], all: Option<&Row>) -> String {
