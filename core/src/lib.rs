@@ -33,5 +33,5 @@ pub use report::{Cell, Record, Report};
 pub use spec::{Spec, Validated};
 pub use suite::{Expect, Prompt, Suite, SuiteSource};
 pub use variant::{
-    DistillSpec, FloatType, GgufType, HeadRef, Method, PruneScope, StudentInit, Variant,
+    Ablation, DistillSpec, FloatType, GgufType, HeadRef, Method, PruneScope, StudentInit, Variant,
 };

@@ -217,6 +217,32 @@ pub enum Method {
     },
     /// A student distilled from the reference by the worker, then evaluated like a checkpoint.
     Distill(Box<DistillSpec>),
+    /// Zero whole layers' outputs or blocks of MLP channels: what a unit carries, by its
+    /// absence (a positive control for the analyses).
+    Ablate {
+        /// What is zeroed.
+        target: Ablation,
+    },
+    /// Gaussian noise on the selected weights: `sigma` times each tensor's weight standard
+    /// deviation, drawn from `seed` (the noise control of the conditioned check).
+    Noise {
+        /// Noise scale relative to each tensor's weight standard deviation, in (0, 1].
+        sigma: f64,
+        /// Seed of the draw.
+        seed: u64,
+    },
+}
+
+/// What an `ablate:` variant zeroes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ablation {
+    /// Whole decoder layers: their attention and MLP output projections, so the residual
+    /// stream passes through (`ablate:layer:0,3`).
+    Layers(Vec<usize>),
+    /// Blocks of MLP channels `(layer, start, end)`: their columns of `down_proj`, so their
+    /// activations no longer reach the residual stream (`ablate:mlp:1:192-256,2:0-64`).
+    Channels(Vec<(usize, usize, usize)>),
 }
 
 /// How a distilled student starts.
@@ -434,8 +460,30 @@ impl Method {
                 heads.dedup();
                 Ok(Method::Heads { heads })
             }
+            "ablate" => parse_ablation(&rest).map_err(bad),
+            "noise" => {
+                let (sigma, seed) = match rest.as_slice() {
+                    [sigma] => (*sigma, None),
+                    [sigma, seed] => (*sigma, Some(*seed)),
+                    _ => return Err(bad("expected noise:SIGMA[:sSEED], e.g. noise:0.05:s7")),
+                };
+                let sigma: f64 = sigma
+                    .parse()
+                    .map_err(|_| bad("the noise scale is a number, e.g. noise:0.05"))?;
+                if !(sigma.is_finite() && sigma > 0.0 && sigma <= 1.0) {
+                    return Err(bad("the noise scale must be in (0, 1] (times each tensor's weight standard deviation)"));
+                }
+                let seed = match seed {
+                    None => 0,
+                    Some(t) => t
+                        .strip_prefix('s')
+                        .and_then(|x| x.parse().ok())
+                        .ok_or_else(|| bad("the seed is sN, e.g. noise:0.05:s7"))?,
+                };
+                Ok(Method::Noise { sigma, seed })
+            }
             _ => Err(bad(
-                "unknown variant (fp32 f16 bf16 intN[:gN][:asym] gguf:TYPE prune:F[:layer] prune:NofM heads:L.H,...)",
+                "unknown variant (fp32 f16 bf16 intN[:gN][:asym] gguf:TYPE prune:F[:layer] prune:NofM heads:L.H,... ablate:layer:L,... ablate:mlp:L:A-B,... noise:SIGMA[:sSEED])",
             )),
         }
     }
@@ -451,6 +499,8 @@ impl Method {
             Method::Heads { .. } => "heads",
             Method::Checkpoint { .. } => "checkpoint",
             Method::Distill(_) => "distill",
+            Method::Ablate { .. } => "ablate",
+            Method::Noise { .. } => "noise",
         }
     }
 
@@ -464,6 +514,8 @@ impl Method {
             Method::Prune { .. } | Method::NofM { .. } | Method::Heads { .. } => "pruning",
             Method::Checkpoint { .. } => "checkpoint",
             Method::Distill(_) => "distillation",
+            Method::Ablate { .. } => "ablation",
+            Method::Noise { .. } => "control",
         }
     }
 }
@@ -517,8 +569,68 @@ impl fmt::Display for Method {
                 }
                 Ok(())
             }
+            Method::Ablate {
+                target: Ablation::Layers(layers),
+            } => {
+                let list: Vec<String> = layers.iter().map(usize::to_string).collect();
+                write!(f, "ablate:layer:{}", list.join(","))
+            }
+            Method::Ablate {
+                target: Ablation::Channels(blocks),
+            } => {
+                let list: Vec<String> = blocks
+                    .iter()
+                    .map(|(l, a, b)| format!("{l}:{a}-{b}"))
+                    .collect();
+                write!(f, "ablate:mlp:{}", list.join(","))
+            }
+            Method::Noise { sigma, seed } => {
+                write!(f, "noise:{sigma}")?;
+                if *seed != 0 {
+                    write!(f, ":s{seed}")?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// `ablate:layer:L,...` or `ablate:mlp:L:A-B,...` (the part after `ablate:`, split at `:`).
+fn parse_ablation(rest: &[&str]) -> Result<Method, &'static str> {
+    let number = |x: &str| x.trim().parse::<usize>().ok();
+    let target = match rest {
+        ["layer", list] => {
+            let mut layers = Vec::new();
+            for item in list.split(',') {
+                layers.push(
+                    number(item).ok_or("expected ablate:layer:L[,L...], e.g. ablate:layer:0")?,
+                );
+            }
+            layers.sort_unstable();
+            layers.dedup();
+            Ablation::Layers(layers)
+        }
+        ["mlp", items @ ..] if !items.is_empty() => {
+            // `L:A-B,L:A-B`: the split at `:` cut each item in two.
+            let joined = items.join(":");
+            let mut blocks = Vec::new();
+            for item in joined.split(',') {
+                let block = item.split_once(':').and_then(|(l, r)| {
+                    let (a, b) = r.split_once('-')?;
+                    Some((number(l)?, number(a)?, number(b)?))
+                });
+                match block {
+                    Some((l, a, b)) if a < b => blocks.push((l, a, b)),
+                    _ => return Err("expected ablate:mlp:L:A-B[,L:A-B...] with A < B, e.g. ablate:mlp:1:192-256"),
+                }
+            }
+            blocks.sort_unstable();
+            blocks.dedup();
+            Ablation::Channels(blocks)
+        }
+        _ => return Err("expected ablate:layer:L[,L...] or ablate:mlp:L:A-B[,L:A-B...]"),
+    };
+    Ok(Method::Ablate { target })
 }
 
 /// A named variant: a method plus an optional tensor-selection regex.
@@ -578,6 +690,12 @@ mod tests {
             "prune:0.5:layer",
             "prune:2of4",
             "heads:3.1,3.2",
+            "ablate:layer:0",
+            "ablate:layer:0,3",
+            "ablate:mlp:1:192-256",
+            "ablate:mlp:1:0-64,2:64-128",
+            "noise:0.05",
+            "noise:0.05:s7",
         ] {
             let m = Method::parse(s, "variant").unwrap();
             assert_eq!(m.to_string(), s, "round trip of {s}");
@@ -597,6 +715,13 @@ mod tests {
             "prune:1.5",
             "prune:4of2",
             "heads:3",
+            "ablate:layer",
+            "ablate:layer:x",
+            "ablate:mlp:1:64-0",
+            "ablate:mlp:1",
+            "noise:0",
+            "noise:2",
+            "noise:0.05:7",
             "zzz",
         ] {
             let e = Method::parse(bad, "variants[0]").unwrap_err();

@@ -92,11 +92,24 @@ pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed>
     ) {
         return Ok(Compressed::default());
     }
-    let mut compressed = compressor_for(&variant.method)?.compress(
-        &reference.weights,
-        &selected,
-        &head_layout(reference),
-    )?;
+    let layout = head_layout(reference);
+    let mut compressed = match &variant.method {
+        // An ablation names its tensors; those a GGUF file holds block-quantized are
+        // dequantized for it (an ablated matrix is stored dense).
+        Method::Ablate { target } => {
+            let ablate = crate::compress::Ablate::new(target.clone());
+            let mut weights = reference.weights.clone();
+            for name in ablate.tensors(&layout)?.into_keys() {
+                if let (false, Some(q)) =
+                    (weights.contains_key(&name), reference.quantized.get(&name))
+                {
+                    weights.insert(name, q.dequantize(&q.device())?);
+                }
+            }
+            crate::compress::Compressor::compress(&ablate, &weights, &selected, &layout)?
+        }
+        m => compressor_for(m)?.compress(&reference.weights, &selected, &layout)?,
+    };
     if !variant.protect.is_empty() {
         crate::compress::protect::restore_heads(
             &mut compressed,

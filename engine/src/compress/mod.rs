@@ -12,9 +12,11 @@
 //! | `gguf:q8_0` ... `gguf:q2k` | [`gguf`] | GGUF blocks run by candle's quantized matmul |
 //! | `prune:0.5`, `prune:0.5:layer`, `prune:2of4` | [`prune`] | dense, with zeros |
 //! | `heads:3.1,3.2` | [`heads`] | dense, the heads' `o_proj` columns zeroed |
+//! | `ablate:layer:0`, `ablate:mlp:1:192-256` | [`ablate`] | dense, output columns zeroed |
+//! | `noise:0.05` | [`noise`] | dense f32, `w + e` (the noise control) |
 //!
 //! Which tensors a variant touches is decided by the caller (the variant's regex, else
-//! [`default_selection`]); head ablation alone ignores the selection, since the heads name
+//! [`default_selection`]); head and layer ablation ignore the selection, since they name
 //! their tensors.
 
 use std::collections::BTreeMap;
@@ -24,17 +26,21 @@ use compsafe_core::{FloatType, Method};
 
 use crate::error::{EngineError, Result};
 
+pub mod ablate;
 pub mod boundary;
 pub mod cast;
 pub mod gguf;
 pub mod heads;
+pub mod noise;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
 
+pub use ablate::Ablate;
 pub use cast::Cast;
 pub use gguf::Gguf;
 pub use heads::HeadAblation;
+pub use noise::Noise;
 pub use prune::{MagnitudePrune, NofMPrune};
 pub use rtn::Rtn;
 
@@ -153,6 +159,8 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
         Method::Prune { sparsity, scope } => Box::new(MagnitudePrune::new(*sparsity, *scope)?),
         Method::NofM { n, m } => Box::new(NofMPrune::new(*n, *m)?),
         Method::Heads { heads } => Box::new(HeadAblation::new(heads.clone())),
+        Method::Ablate { target } => Box::new(Ablate::new(target.clone())),
+        Method::Noise { sigma, seed } => Box::new(Noise::new(*sigma, *seed)),
         Method::Checkpoint { path } => {
             return Err(EngineError::Invalid(format!(
                 "checkpoint variant `{}` is loaded from its own files, not derived from the \
