@@ -4,12 +4,24 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use compsafe_proto::{ReferenceWire, UnitResult, UnitSpec};
+use compsafe_core::unit::{UnitId, UnitKind, UnitResult, UnitSpec};
+use compsafe_proto::WireError;
 
 use crate::store::{Store, StoreError, SweepRow, SweepState, UnitRow, UnitState};
 
-/// How the error of a sweep failed by a non-retryable unit failure (bad input) begins.
+/// How the error of a sweep failed by a unit's input error begins (the client's exit 2).
 pub const INPUT_ERROR: &str = "input error";
+
+/// What kind of failure a unit met, as its worker classified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The input is at fault: the sweep fails at once (an input error).
+    Input,
+    /// Worth another attempt, while the unit has attempts left.
+    Transient,
+    /// A deterministic failure that is not the input's fault: the sweep fails at once.
+    Internal,
+}
 
 /// Tunables of the scheduler.
 #[derive(Debug, Clone, Copy)]
@@ -49,17 +61,22 @@ pub enum SchedError {
     Unavailable(String),
 }
 
+impl From<SchedError> for WireError {
+    fn from(e: SchedError) -> WireError {
+        match e {
+            SchedError::NotFound(m) => WireError::NotFound(m),
+            SchedError::Fenced(m) => WireError::Fenced(m),
+            SchedError::Invalid(m) => WireError::Invalid(m),
+            SchedError::Store(e @ StoreError::Sqlite(_)) => WireError::Unavailable(e.to_string()),
+            SchedError::Store(e @ StoreError::Corrupt(_)) => WireError::Internal(e.to_string()),
+            SchedError::Unavailable(m) => WireError::Unavailable(m),
+        }
+    }
+}
+
 impl From<SchedError> for tonic::Status {
     fn from(e: SchedError) -> Self {
-        match e {
-            SchedError::NotFound(m) => tonic::Status::not_found(m),
-            SchedError::Fenced(m) => {
-                tonic::Status::failed_precondition(format!("lease refused: {m}"))
-            }
-            SchedError::Invalid(m) => tonic::Status::invalid_argument(m),
-            SchedError::Store(e) => tonic::Status::internal(e.to_string()),
-            SchedError::Unavailable(m) => tonic::Status::unavailable(m),
-        }
+        WireError::from(e).into()
     }
 }
 
@@ -106,8 +123,9 @@ struct SweepEntry {
     cursor: usize,
     /// Units per [`UnitState`] (queued, leased, done, failed).
     counts: [u32; 4],
-    /// Reference units without a result, per suite index.
-    reference_pending: BTreeMap<u32, u32>,
+    /// Units without a result per (kind, group, stage): a unit waits while a lower stage of
+    /// its kind and group has any.
+    pending: BTreeMap<(UnitKind, u32, u32), u32>,
 }
 
 fn slot(state: UnitState) -> usize {
@@ -122,11 +140,11 @@ fn slot(state: UnitState) -> usize {
 impl SweepEntry {
     fn new(row: SweepRow, units: Vec<UnitRow>) -> SweepEntry {
         let mut counts = [0; 4];
-        let mut reference_pending = BTreeMap::new();
+        let mut pending = BTreeMap::new();
         for u in &units {
             counts[slot(u.state)] += 1;
-            if u.variant == 0 && u.state != UnitState::Done {
-                *reference_pending.entry(u.suite).or_insert(0) += 1;
+            if u.state != UnitState::Done {
+                *pending.entry((u.kind, u.group, u.stage)).or_insert(0) += 1;
             }
         }
         SweepEntry {
@@ -134,7 +152,7 @@ impl SweepEntry {
             units,
             cursor: 0,
             counts,
-            reference_pending,
+            pending,
         }
     }
 
@@ -146,8 +164,8 @@ impl SweepEntry {
         }
         self.counts[slot(u.state)] -= 1;
         self.counts[slot(state)] += 1;
-        if u.variant == 0 && state == UnitState::Done {
-            if let Some(n) = self.reference_pending.get_mut(&u.suite) {
+        if state == UnitState::Done {
+            if let Some(n) = self.pending.get_mut(&(u.kind, u.group, u.stage)) {
                 *n = n.saturating_sub(1);
             }
         }
@@ -163,8 +181,11 @@ impl SweepEntry {
         self.cursor = self.cursor.min(i);
     }
 
-    fn reference_done(&self, suite: u32) -> bool {
-        self.reference_pending.get(&suite).copied().unwrap_or(0) == 0
+    /// Whether unit `u` waits for a lower stage of its kind and group.
+    fn blocked(&self, u: &UnitRow) -> bool {
+        self.pending
+            .range((u.kind, u.group, 0)..(u.kind, u.group, u.stage))
+            .any(|(_, &n)| n > 0)
     }
 }
 
@@ -191,10 +212,8 @@ impl<S: Store> std::fmt::Debug for Scheduler<S> {
     }
 }
 
-fn parse_unit_id(id: &str) -> Result<(&str, u32), SchedError> {
-    id.rsplit_once(':')
-        .and_then(|(s, o)| o.parse().ok().map(|o| (s, o)))
-        .ok_or_else(|| SchedError::Invalid(format!("unit id {id:?} is not <sweep>:<ordinal>")))
+fn parse_unit_id(id: &str) -> Result<UnitId, SchedError> {
+    id.parse().map_err(SchedError::Invalid)
 }
 
 impl<S: Store> Scheduler<S> {
@@ -376,34 +395,32 @@ impl<S: Store> Scheduler<S> {
         Ok(changed)
     }
 
-    fn reference_for(
-        &self,
-        s: &SweepEntry,
-        suite: u32,
-    ) -> Result<Option<ReferenceWire>, SchedError> {
-        let mut merged: Option<ReferenceWire> = None;
-        for u in s
+    /// The results of the units `u` depends on, in plan order.
+    fn inputs_of(&self, s: &SweepEntry, u: &UnitRow) -> Result<Vec<UnitResult>, SchedError> {
+        let me = u.planned();
+        let mut out = Vec::new();
+        for d in s
             .units
             .iter()
-            .filter(|u| u.variant == 0 && u.suite == suite)
+            .filter(|d| compsafe_core::unit::depends_on(&me, &d.planned()))
         {
-            let Some(text) = self.store.result(&u.sweep_id, u.ordinal)? else {
+            let Some(text) = self.store.result(&d.sweep_id, d.ordinal)? else {
                 continue;
             };
-            let r: UnitResult = serde_json::from_str(&text)
-                .map_err(|e| SchedError::Invalid(format!("stored result of {}: {e}", u.id())))?;
-            if let Some(r) = r.reference {
-                let m = merged.get_or_insert_with(ReferenceWire::default);
-                m.tokens.extend(r.tokens);
-                m.typical_logprob = m.typical_logprob.or(r.typical_logprob);
-            }
+            out.push(serde_json::from_str(&text).map_err(|e| {
+                SchedError::Store(StoreError::Corrupt(format!(
+                    "stored result of {}: {e}",
+                    d.id()
+                )))
+            })?);
         }
-        Ok(merged)
+        Ok(out)
     }
 
     /// Leases the next unit to `worker`: running sweeps in submission order, units in plan
-    /// order, a variant unit only once the reference units of its suite are done; units of a
-    /// model in `loaded` first. `None` when nothing is leasable now.
+    /// order, a unit only once the lower stages of its kind and group are done (a variant
+    /// unit once the reference units of its suite are); units of a model in `loaded` first.
+    /// `None` when nothing is leasable now.
     pub fn lease(
         &mut self,
         worker: &str,
@@ -429,7 +446,7 @@ impl<S: Store> Scheduler<S> {
                     {
                         continue;
                     }
-                    if u.variant != 0 && !s.reference_done(u.suite) {
+                    if s.blocked(u) {
                         continue;
                     }
                     pick = Some((id.clone(), i));
@@ -440,13 +457,13 @@ impl<S: Store> Scheduler<S> {
         let Some((sid, i)) = pick else {
             return Ok(None);
         };
-        let reference = {
+        let deps = {
             let s = &self.sweeps[&sid];
             let u = &s.units[i];
-            if u.variant == 0 {
-                None
+            if u.stage == 0 {
+                Vec::new()
             } else {
-                self.reference_for(s, u.suite)?
+                self.inputs_of(s, u)?
             }
         };
         let lease_id = self.next_lease;
@@ -468,17 +485,13 @@ impl<S: Store> Scheduler<S> {
             unit_id: u.id(),
             lease_id,
             deadline_ms: u.deadline_ms,
-            spec: UnitSpec {
-                sweep_id: sid.clone(),
-                unit_id: u.id(),
-                spec_text: s.row.spec_text.clone(),
-                spec_path: s.row.spec_path.clone(),
-                variant: u.variant as usize,
-                suite: u.suite as usize,
-                start: u.start as usize,
-                end: u.end as usize,
-                reference,
-            },
+            spec: UnitSpec::new(
+                &sid,
+                u.ordinal,
+                (&s.row.spec_text, &s.row.spec_path),
+                &u.planned(),
+                &deps.iter().collect::<Vec<_>>(),
+            ),
         }))
     }
 
@@ -486,10 +499,11 @@ impl<S: Store> Scheduler<S> {
         sweeps: &'a mut BTreeMap<String, SweepEntry>,
         unit_id: &str,
     ) -> Result<(&'a mut SweepEntry, usize), SchedError> {
-        let (sid, ord) = parse_unit_id(unit_id)?;
+        let id = parse_unit_id(unit_id)?;
+        let ord = id.ordinal;
         let s = sweeps
-            .get_mut(sid)
-            .ok_or_else(|| SchedError::NotFound(format!("sweep {sid}")))?;
+            .get_mut(&id.sweep.0)
+            .ok_or_else(|| SchedError::NotFound(format!("sweep {}", id.sweep)))?;
         if ord as usize >= s.units.len() {
             return Err(SchedError::NotFound(format!("unit {unit_id}")));
         }
@@ -555,8 +569,8 @@ impl<S: Store> Scheduler<S> {
             .map_err(|e| SchedError::Invalid(format!("result of unit {unit_id}: {e}")))?;
         let u = &s.units[i];
         // A variant that failed before evaluation (its files do not match their pins)
-        // reports no records, by design.
-        let expected = if parsed.variant.failed() {
+        // reports no records, by design; an analysis unit reports its result instead.
+        let expected = if parsed.variant.failed() || u.kind != UnitKind::Evaluate {
             0
         } else {
             (u.end - u.start) as usize
@@ -565,6 +579,12 @@ impl<S: Store> Scheduler<S> {
             return Err(SchedError::Invalid(format!(
                 "result of unit {unit_id} has {} records, expected {expected}",
                 parsed.records.len()
+            )));
+        }
+        if u.kind != UnitKind::Evaluate && !parsed.variant.failed() && parsed.analysis.is_none() {
+            return Err(SchedError::Invalid(format!(
+                "result of {} unit {unit_id} has no analysis result",
+                u.kind
             )));
         }
         s.set_state(i, UnitState::Done);
@@ -579,21 +599,21 @@ impl<S: Store> Scheduler<S> {
         Ok(true)
     }
 
-    /// Records a failure of a current lease: the unit is requeued when `retryable` and it has
-    /// attempts left, otherwise it (and its sweep) fail with `reason`.
+    /// Records a failure of a current lease: a transient failure requeues the unit while it
+    /// has attempts left; otherwise the unit (and its sweep) fail with `reason`.
     pub fn fail(
         &mut self,
         unit_id: &str,
         lease_id: u64,
         reason: &str,
-        retryable: bool,
+        fault: Fault,
         now: u64,
         now_rfc3339: &str,
     ) -> Result<(), SchedError> {
         let max = self.cfg.max_attempts;
         let (s, i) = Self::current(&mut self.sweeps, unit_id)?;
         Self::check_lease(&s.row, &s.units[i], lease_id, now)?;
-        if retryable && s.units[i].attempts < max {
+        if fault == Fault::Transient && s.units[i].attempts < max {
             s.set_state(i, UnitState::Queued);
             s.units[i].error = reason.to_string();
             self.store.save_unit(&s.units[i])?;
@@ -604,14 +624,14 @@ impl<S: Store> Scheduler<S> {
             u.error = reason.to_string();
             self.store.save_unit(u)?;
             s.row.state = SweepState::Failed;
-            s.row.error = Some(if retryable {
-                format!(
+            s.row.error = Some(match fault {
+                Fault::Transient => format!(
                     "unit {} failed after {} attempts: {reason}",
                     u.id(),
                     u.attempts
-                )
-            } else {
-                format!("{INPUT_ERROR} in unit {}: {reason}", u.id())
+                ),
+                Fault::Input => format!("{INPUT_ERROR} in unit {}: {reason}", u.id()),
+                Fault::Internal => format!("engine error in unit {}: {reason}", u.id()),
             });
             s.row.finished_at = Some(now_rfc3339.to_string());
             self.store.save_sweep(&s.row)?;
@@ -696,6 +716,14 @@ impl<S: Store> Scheduler<S> {
 
     /// The ids of sweeps a unit belongs to (for progress notifications).
     pub fn sweep_of(unit_id: &str) -> Option<String> {
-        parse_unit_id(unit_id).ok().map(|(s, _)| s.to_string())
+        parse_unit_id(unit_id).ok().map(|id| id.sweep.0)
+    }
+
+    /// The units of a sweep, in plan order.
+    pub fn units(&self, id: &str) -> Result<Vec<UnitRow>, SchedError> {
+        self.sweeps
+            .get(id)
+            .map(|s| s.units.clone())
+            .ok_or_else(|| SchedError::NotFound(format!("sweep {id}")))
     }
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use compsafe_proto::pb::sweeps_server::{Sweeps, SweepsServer};
 use compsafe_proto::pb::work_server::{Work, WorkServer};
+use compsafe_proto::pb::Fault as WireFault;
 use compsafe_proto::pb::{
     pull_request, pull_response, CallError, CancelRequest, CompleteRequest, CompleteResponse,
     FailRequest, FailResponse, GetRequest, LeaseRequest, LeaseResponse, ListRequest, ListResponse,
-    PullRequest, PullResponse, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse,
-    ReportResponse, SubmitRequest, SubmitResponse, SweepStatus, WorkUnit,
+    OutputFile, PullRequest, PullResponse, RegisterRequest, RegisterResponse, RenewRequest,
+    RenewResponse, ReportResponse, SubmitRequest, SubmitResponse, SweepStatus, WorkUnit,
 };
 use compsafe_proto::{check_protocol, MAX_MESSAGE_BYTES};
 use subtle::ConstantTimeEq;
@@ -21,9 +22,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::actor::Handle;
-use crate::plan::{assemble_sweep, check_spec, now_ms, plan, rfc3339, sweep_id};
-use crate::sched::{Lease, Progress, SchedConfig, SchedError, Scheduler};
+use crate::plan::{assemble_sweep, check_spec, plan};
+use crate::sched::{Fault, Lease, Progress, SchedConfig, SchedError, Scheduler};
 use crate::store::{SqliteStore, Store, SweepRow, SweepState};
+use compsafe_core::text::{now_ms, rfc3339};
+use compsafe_core::unit::SweepId;
+use compsafe_proto::WireError;
 
 /// How the coordinator is run.
 #[derive(Debug, Clone)]
@@ -93,8 +97,8 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-struct Inner<S: Store> {
-    handle: Handle<S>,
+struct Inner {
+    handle: Handle,
     cfg: Config,
     /// Becomes true when the server starts shutting down: long-lived Pull streams then end, so
     /// the graceful shutdown does not wait on workers that hold one open.
@@ -103,13 +107,15 @@ struct Inner<S: Store> {
 
 /// Implements both services on one scheduler.
 pub struct Coordinator<S: Store> {
-    inner: Arc<Inner<S>>,
+    inner: Arc<Inner>,
+    store: std::marker::PhantomData<fn() -> S>,
 }
 
 impl<S: Store> Clone for Coordinator<S> {
     fn clone(&self) -> Self {
         Coordinator {
             inner: self.inner.clone(),
+            store: std::marker::PhantomData,
         }
     }
 }
@@ -145,32 +151,14 @@ impl<S: Store> Coordinator<S> {
                 cfg,
                 closing: tokio::sync::watch::Sender::new(false),
             }),
+            store: std::marker::PhantomData,
         })
     }
 
     /// The scheduler task.
-    pub fn handle(&self) -> &Handle<S> {
+    pub fn handle(&self) -> &Handle {
         &self.inner.handle
     }
-}
-
-/// Leases the next unit to `worker` (run on the scheduler task).
-fn lease_on<S: Store>(
-    s: &mut Scheduler<S>,
-    worker: &str,
-    loaded: &[String],
-    now: u64,
-    stamp: &str,
-) -> (Result<Option<Lease>, SchedError>, Vec<String>) {
-    let out = s.lease(worker, loaded, now, stamp);
-    let changed = match &out {
-        Ok(Some(l)) => {
-            metrics::counter!("compsafe_leases_total").increment(1);
-            vec![l.spec.sweep_id.clone()]
-        }
-        _ => vec![],
-    };
-    (out, changed)
 }
 
 fn work_unit(l: Lease) -> Result<WorkUnit, Status> {
@@ -178,7 +166,8 @@ fn work_unit(l: Lease) -> Result<WorkUnit, Status> {
         unit_id: l.unit_id,
         lease_id: l.lease_id,
         deadline_unix_ms: l.deadline_ms,
-        unit_json: serde_json::to_string(&l.spec).map_err(|e| Status::internal(e.to_string()))?,
+        unit_json: serde_json::to_string(&l.spec)
+            .map_err(|e| Status::from(WireError::Internal(format!("encoding a unit: {e}"))))?,
     })
 }
 
@@ -200,7 +189,7 @@ impl<S: Store> Sweeps for Coordinator<S> {
             let v = check_spec(&text, std::path::Path::new(&path), root.as_deref())?;
             let now = now_ms();
             let salt = u64::from(std::process::id());
-            let id = sweep_id(&v.spec.sha256, now, salt);
+            let id = SweepId::new(&v.spec.sha256, now, salt).0;
             let units = plan(&id, &v, per_unit);
             let row = SweepRow {
                 id,
@@ -216,18 +205,12 @@ impl<S: Store> Sweeps for Coordinator<S> {
             Ok::<_, String>((row, units))
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::invalid_argument)?;
+        .map_err(|e| Status::from(WireError::Internal(e.to_string())))?
+        .map_err(|e| Status::from(WireError::Invalid(e)))?;
         let n = units.len() as u32;
         let id = row.id.clone();
         tracing::info!(sweep = %id, units = n, "submitted");
-        self.inner
-            .handle
-            .call(move |s, _, stamp| {
-                let id = row.id.clone();
-                (s.submit(row, units, stamp), vec![id])
-            })
-            .await?;
+        self.inner.handle.submit(row, units).await?;
         Ok(Response::new(SubmitResponse {
             sweep_id: id,
             units: n,
@@ -237,21 +220,13 @@ impl<S: Store> Sweeps for Coordinator<S> {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<SweepStatus>, Status> {
         let req = req.into_inner();
         check_protocol(req.protocol)?;
-        let p = self
-            .inner
-            .handle
-            .call(move |s, _, _| (s.progress(&req.sweep_id), vec![]))
-            .await?;
+        let p = self.inner.handle.progress(req.sweep_id).await?;
         Ok(Response::new(status_of(p)))
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         check_protocol(req.into_inner().protocol)?;
-        let all = self
-            .inner
-            .handle
-            .call(|s, _, _| (Ok(s.list()), vec![]))
-            .await?;
+        let all = self.inner.handle.list().await?;
         Ok(Response::new(ListResponse {
             sweeps: all.into_iter().map(status_of).collect(),
         }))
@@ -260,14 +235,7 @@ impl<S: Store> Sweeps for Coordinator<S> {
     async fn cancel(&self, req: Request<CancelRequest>) -> Result<Response<SweepStatus>, Status> {
         let req = req.into_inner();
         check_protocol(req.protocol)?;
-        let p = self
-            .inner
-            .handle
-            .call(move |s, _, stamp| {
-                let id = req.sweep_id.clone();
-                (s.cancel(&req.sweep_id, stamp), vec![id])
-            })
-            .await?;
+        let p = self.inner.handle.cancel(req.sweep_id).await?;
         Ok(Response::new(status_of(p)))
     }
 
@@ -279,12 +247,7 @@ impl<S: Store> Sweeps for Coordinator<S> {
         let mut rx = self.inner.handle.subscribe();
         let handle = self.inner.handle.clone();
         let id = req.sweep_id;
-        let first = {
-            let id = id.clone();
-            handle
-                .call(move |s, _, _| (s.progress(&id), vec![]))
-                .await?
-        };
+        let first = handle.progress(id.clone()).await?;
         let (tx, out) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let mut last = first;
@@ -298,8 +261,7 @@ impl<S: Store> Sweeps for Coordinator<S> {
                         Ok(p) if p.id == id => break p,
                         Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            let id = id.clone();
-                            match handle.call(move |s, _, _| (s.progress(&id), vec![])).await {
+                            match handle.progress(id.clone()).await {
                                 Ok(p) => break p,
                                 Err(_) => return,
                             }
@@ -317,14 +279,7 @@ impl<S: Store> Sweeps for Coordinator<S> {
         let req = req.into_inner();
         check_protocol(req.protocol)?;
         let id = req.sweep_id;
-        let (row, results) = self
-            .inner
-            .handle
-            .call(move |s, _, _| {
-                let out = s.sweep(&id).and_then(|row| Ok((row, s.results(&id)?)));
-                (out, vec![])
-            })
-            .await?;
+        let (row, units, results) = self.inner.handle.results(id).await?;
         if row.state != SweepState::Done {
             return Err(Status::failed_precondition(format!(
                 "sweep {} is {}{}",
@@ -337,21 +292,30 @@ impl<S: Store> Sweeps for Coordinator<S> {
             )));
         }
         let root = self.inner.cfg.model_root.clone();
-        let (report, records) =
-            tokio::task::spawn_blocking(move || assemble_sweep(&row, &results, root.as_deref()))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(Status::internal)?;
+        let internal = |e: String| Status::from(WireError::Internal(e));
+        let out = tokio::task::spawn_blocking(move || {
+            assemble_sweep(&row, &units, &results, root.as_deref())
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(internal)?;
         let report_json =
-            serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
-        let records_json = records
+            serde_json::to_string(&out.report).map_err(|e| internal(e.to_string()))?;
+        let records_json = out
+            .records
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| internal(e.to_string()))?;
         Ok(Response::new(ReportResponse {
             report_json,
             records_json,
+            files: out
+                .files
+                .into_iter()
+                .map(|(name, text)| OutputFile { name, text })
+                .collect(),
+            flags: out.flags,
         }))
     }
 }
@@ -386,10 +350,7 @@ impl<S: Store> Coordinator<S> {
         let lease = self
             .inner
             .handle
-            .call(move |s, now, stamp| {
-                s.touch(&req.worker_id, now);
-                lease_on(s, &req.worker_id, &req.loaded_models, now, stamp)
-            })
+            .lease(req.worker_id, req.loaded_models)
             .await?;
         let unit = lease.map(work_unit).transpose()?;
         metrics::histogram!("compsafe_lease_seconds").record(started.elapsed().as_secs_f64());
@@ -400,25 +361,17 @@ impl<S: Store> Coordinator<S> {
     async fn complete_call(&self, req: CompleteRequest) -> Result<CompleteResponse, Status> {
         check_protocol(req.protocol)?;
         let started = std::time::Instant::now();
+        let next = req.lease_next.then_some(req.loaded_models);
         let outcome = self
             .inner
             .handle
-            .call(move |s, now, stamp| {
-                s.touch(&req.worker_id, now);
-                let mut changed: Vec<String> =
-                    Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
-                let accepted =
-                    match s.complete(&req.unit_id, req.lease_id, &req.result_json, now, stamp) {
-                        Ok(a) => a,
-                        Err(e) => return (Err(e), changed),
-                    };
-                if !req.lease_next {
-                    return (Ok((accepted, None)), changed);
-                }
-                let (next, more) = lease_on(s, &req.worker_id, &req.loaded_models, now, stamp);
-                changed.extend(more);
-                (next.map(|n| (accepted, n)), changed)
-            })
+            .complete(
+                req.worker_id,
+                req.unit_id,
+                req.lease_id,
+                req.result_json,
+                next,
+            )
             .await;
         let kind = match &outcome {
             Ok((true, _)) => "accepted",
@@ -443,11 +396,7 @@ impl<S: Store> Work for Coordinator<S> {
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = req.into_inner();
         check_protocol(req.protocol)?;
-        let id = self
-            .inner
-            .handle
-            .call(|s, _, _| (Ok(s.register()), vec![]))
-            .await?;
+        let id = self.inner.handle.register().await?;
         tracing::info!(worker = %id, host = %req.hostname, device = %req.device, "registered");
         Ok(Response::new(RegisterResponse {
             worker_id: id,
@@ -465,10 +414,7 @@ impl<S: Store> Work for Coordinator<S> {
         let deadline = self
             .inner
             .handle
-            .call(move |s, now, _| {
-                s.touch(&req.worker_id, now);
-                (s.renew(&req.unit_id, req.lease_id, now), vec![])
-            })
+            .renew(req.worker_id, req.unit_id, req.lease_id)
             .await?;
         Ok(Response::new(RenewResponse {
             deadline_unix_ms: deadline,
@@ -541,29 +487,23 @@ impl<S: Store> Work for Coordinator<S> {
             }
         };
         metrics::counter!("compsafe_unit_failures_total", "kind" => kind).increment(1);
+        let fault = match WireFault::try_from(req.fault).unwrap_or(WireFault::Unspecified) {
+            WireFault::Input => Fault::Input,
+            WireFault::Transient => Fault::Transient,
+            WireFault::Internal => Fault::Internal,
+            WireFault::Unspecified if req.retryable => Fault::Transient,
+            WireFault::Unspecified => Fault::Input,
+        };
         self.inner
             .handle
-            .call(move |s, now, stamp| {
-                s.touch(&req.worker_id, now);
-                let changed = Scheduler::<S>::sweep_of(&req.unit_id).into_iter().collect();
-                if req.released {
-                    return (
-                        s.release(&req.unit_id, req.lease_id, &req.reason, now),
-                        changed,
-                    );
-                }
-                (
-                    s.fail(
-                        &req.unit_id,
-                        req.lease_id,
-                        &req.reason,
-                        req.retryable,
-                        now,
-                        stamp,
-                    ),
-                    changed,
-                )
-            })
+            .fail(
+                req.worker_id,
+                req.unit_id,
+                req.lease_id,
+                req.reason,
+                fault,
+                req.released,
+            )
             .await?;
         Ok(Response::new(FailResponse {}))
     }

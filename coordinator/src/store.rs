@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use compsafe_core::unit::{Planned, UnitId, UnitKind};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Lifecycle of a sweep.
@@ -99,13 +100,19 @@ pub struct SweepRow {
     pub error: Option<String>,
 }
 
-/// A work unit as stored: one variant on a range of one suite's prompts.
+/// A work unit as stored (see `compsafe_core::unit` for what its fields mean per kind).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitRow {
     /// The sweep it belongs to.
     pub sweep_id: String,
     /// Position in the sweep's plan.
     pub ordinal: u32,
+    /// What it does.
+    pub kind: UnitKind,
+    /// Its group: it waits for the lower stages of the same kind and group.
+    pub group: u32,
+    /// Its stage within the group.
+    pub stage: u32,
     /// Variant index in the spec (0 is the reference).
     pub variant: u32,
     /// Suite index in the spec.
@@ -133,19 +140,40 @@ pub struct UnitRow {
 impl UnitRow {
     /// The unit's id on the wire: `<sweep>:<ordinal>`.
     pub fn id(&self) -> String {
-        format!("{}:{}", self.sweep_id, self.ordinal)
+        self.unit_id().to_string()
+    }
+
+    /// The unit's typed id.
+    pub fn unit_id(&self) -> UnitId {
+        UnitId {
+            sweep: compsafe_core::unit::SweepId(self.sweep_id.clone()),
+            ordinal: self.ordinal,
+        }
+    }
+
+    /// The unit as planned.
+    pub fn planned(&self) -> Planned {
+        Planned {
+            kind: self.kind,
+            group: self.group,
+            stage: self.stage,
+            variant: self.variant,
+            suite: self.suite,
+            start: self.start,
+            end: self.end,
+        }
     }
 }
 
 /// A failure of the store.
 #[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
-    }
+pub enum StoreError {
+    /// SQLite refused an operation (the disk, a lock, a corrupt file).
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value cannot be read back.
+    #[error("store: {0}")]
+    Corrupt(String),
 }
 
 /// Durable sweep state. Every scheduler transition is written here before it is answered.
@@ -191,7 +219,9 @@ CREATE TABLE IF NOT EXISTS sweeps (
   state TEXT NOT NULL, created_ms INTEGER NOT NULL, started_at TEXT NOT NULL,
   finished_at TEXT, error TEXT);
 CREATE TABLE IF NOT EXISTS units (
-  sweep_id TEXT NOT NULL, ordinal INTEGER NOT NULL, variant INTEGER NOT NULL,
+  sweep_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
+  kind TEXT NOT NULL DEFAULT 'evaluate', grp INTEGER NOT NULL DEFAULT 0,
+  stage INTEGER NOT NULL DEFAULT 0, variant INTEGER NOT NULL,
   suite INTEGER NOT NULL, start INTEGER NOT NULL, end_ INTEGER NOT NULL, model TEXT NOT NULL,
   state TEXT NOT NULL, attempts INTEGER NOT NULL, lease_id INTEGER NOT NULL,
   deadline_ms INTEGER NOT NULL, worker TEXT NOT NULL, error TEXT NOT NULL,
@@ -208,6 +238,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(SqliteStore { conn })
     }
 
@@ -217,6 +248,23 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore { conn })
     }
+}
+
+/// A store written before units had kinds: its units are evaluate units, grouped by suite,
+/// the reference's at stage 0.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_kind = conn
+        .prepare("SELECT 1 FROM pragma_table_info('units') WHERE name = 'kind'")?
+        .exists([])?;
+    if !has_kind {
+        conn.execute_batch(
+            "ALTER TABLE units ADD COLUMN kind TEXT NOT NULL DEFAULT 'evaluate';
+             ALTER TABLE units ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE units ADD COLUMN stage INTEGER NOT NULL DEFAULT 0;
+             UPDATE units SET grp = suite, stage = (variant != 0);",
+        )?;
+    }
+    Ok(())
 }
 
 fn save_unit_on(conn: &Connection, u: &UnitRow) -> Result<(), StoreError> {
@@ -257,8 +305,8 @@ impl Store for SqliteStore {
         )?;
         {
             let mut st = tx.prepare(
-                "INSERT INTO units (sweep_id, ordinal, variant, suite, start, end_, model, state, attempts, lease_id, deadline_ms, worker, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO units (sweep_id, ordinal, variant, suite, start, end_, model, state, attempts, lease_id, deadline_ms, worker, error, kind, grp, stage)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             for u in units {
                 st.execute(params![
@@ -274,7 +322,10 @@ impl Store for SqliteStore {
                     u.lease_id as i64,
                     u.deadline_ms as i64,
                     u.worker,
-                    u.error
+                    u.error,
+                    u.kind.as_str(),
+                    u.group,
+                    u.stage
                 ])?;
             }
         }
@@ -339,7 +390,7 @@ impl Store for SqliteStore {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut st = self.conn.prepare(
-            "SELECT sweep_id, ordinal, variant, suite, start, end_, model, state, attempts, lease_id, deadline_ms, worker, error
+            "SELECT sweep_id, ordinal, variant, suite, start, end_, model, state, attempts, lease_id, deadline_ms, worker, error, kind, grp, stage
              FROM units ORDER BY sweep_id, ordinal",
         )?;
         let units = st
@@ -358,6 +409,15 @@ impl Store for SqliteStore {
                     deadline_ms: r.get::<_, i64>(10)? as u64,
                     worker: r.get(11)?,
                     error: r.get(12)?,
+                    kind: r.get::<_, String>(13)?.parse().map_err(|e: String| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            13,
+                            rusqlite::types::Type::Text,
+                            e.into(),
+                        )
+                    })?,
+                    group: r.get(14)?,
+                    stage: r.get(15)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

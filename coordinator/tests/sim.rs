@@ -4,7 +4,7 @@
 mod common;
 
 use common::{result, sweep};
-use compsafe_coordinator::sched::{SchedConfig, SchedError, Scheduler};
+use compsafe_coordinator::sched::{Fault, SchedConfig, SchedError, Scheduler};
 use compsafe_coordinator::store::{SqliteStore, SweepState};
 use compsafe_proto::UnitResult;
 
@@ -138,8 +138,15 @@ fn attempts_are_bounded() {
     s.submit(row, units, "t").unwrap();
     let mut now = 0;
     let l = s.lease("w", &[], now, "t").unwrap().unwrap();
-    s.fail(&l.unit_id, l.lease_id, "out of memory", true, now, "t")
-        .unwrap();
+    s.fail(
+        &l.unit_id,
+        l.lease_id,
+        "out of memory",
+        Fault::Transient,
+        now,
+        "t",
+    )
+    .unwrap();
     now += 1;
     s.lease("w", &[], now, "t").unwrap().unwrap();
     now += TTL + 1;
@@ -149,7 +156,7 @@ fn attempts_are_bounded() {
         &l.unit_id,
         l.lease_id,
         "out of memory again",
-        true,
+        Fault::Transient,
         now,
         "t",
     )
@@ -164,6 +171,31 @@ fn attempts_are_bounded() {
 }
 
 #[test]
+fn an_internal_failure_fails_at_once_and_is_not_an_input_error() {
+    let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
+    let (row, units) = sweep("s", 1, 1, 1);
+    s.submit(row, units, "t").unwrap();
+    let l = s.lease("w", &[], 0, "t").unwrap().unwrap();
+    s.fail(
+        &l.unit_id,
+        l.lease_id,
+        "tensor error: shape mismatch",
+        Fault::Internal,
+        0,
+        "t",
+    )
+    .unwrap();
+    let p = s.progress("s").unwrap();
+    assert_eq!((p.state, p.failed), (SweepState::Failed, 1));
+    let e = p.error.unwrap();
+    assert!(e.starts_with("engine error in unit s:0"), "{e}");
+    assert!(
+        !e.starts_with(compsafe_coordinator::sched::INPUT_ERROR),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_non_retryable_failure_fails_at_once() {
     let mut s = Scheduler::open(SqliteStore::in_memory().unwrap(), cfg()).unwrap();
     let (row, units) = sweep("s", 1, 1, 1);
@@ -173,7 +205,7 @@ fn a_non_retryable_failure_fails_at_once() {
         &l.unit_id,
         l.lease_id,
         "model outside the root",
-        false,
+        Fault::Input,
         0,
         "t",
     )
@@ -434,7 +466,8 @@ mod props {
                     }
                     Op::Fail(i, retryable) if !held.is_empty() => {
                         let l = held.remove(i as usize % held.len());
-                        let _ = s.fail(&l.unit_id, l.lease_id, "boom", retryable, now, "t");
+                        let fault = if retryable { Fault::Transient } else { Fault::Input };
+                        let _ = s.fail(&l.unit_id, l.lease_id, "boom", fault, now, "t");
                     }
                     Op::Release(i) if !held.is_empty() => {
                         let l = held.remove(i as usize % held.len());

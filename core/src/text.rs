@@ -1,5 +1,5 @@
 //! Small text helpers shared by the parsers and renderers: cutting long values for messages,
-//! and turning a TOML error into a [`FieldError`] that names the key path.
+//! turning a TOML error into a [`FieldError`] that names the key path, and timestamps.
 
 use std::ops::Range;
 use std::path::Path;
@@ -71,4 +71,33 @@ pub fn toml_error(e: &toml::de::Error, text: &str, file: &Path, whole: &str) -> 
         None => (whole.to_string(), String::new()),
     };
     FieldError::new(field, value, e.message().trim().to_string()).in_file(file)
+}
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// RFC 3339 UTC time of unix milliseconds `ms`, to the second.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -53,6 +53,24 @@ pub struct ReferenceOutputs {
     pub typical_logprob: Option<f64>,
 }
 
+impl From<&compsafe_core::unit::ReferenceWire> for ReferenceOutputs {
+    fn from(r: &compsafe_core::unit::ReferenceWire) -> ReferenceOutputs {
+        ReferenceOutputs {
+            tokens: r.tokens.clone().into_iter().collect(),
+            typical_logprob: r.typical_logprob,
+        }
+    }
+}
+
+impl From<&ReferenceOutputs> for compsafe_core::unit::ReferenceWire {
+    fn from(r: &ReferenceOutputs) -> compsafe_core::unit::ReferenceWire {
+        compsafe_core::unit::ReferenceWire {
+            tokens: r.tokens.clone().into_iter().collect(),
+            typical_logprob: r.typical_logprob,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {

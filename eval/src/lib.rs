@@ -6,11 +6,13 @@
 //! variant derived once per (sweep, variant). Distilled students and calibrated variants are
 //! derived and cached here.
 
+pub mod analysis;
 pub mod distill;
 pub mod evaluator;
 pub mod info;
 pub mod search;
 pub mod unit;
 
+pub use compsafe_engine::Fault;
 pub use evaluator::{judges_for, Evaluator, ReferenceOutputs};
 pub use unit::{Runner, UnitError};

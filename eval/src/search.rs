@@ -22,128 +22,16 @@
 //! Suffixes are text: the searched prompt is `prompt + " " + decode(suffix)`, encoded through
 //! the chat template like any prompt, so a found prompt reproduces from its text alone.
 
+use compsafe_core::analysis::search::{Found, MethodResult, SearchConfig, SearchResult, Strategy};
 use compsafe_core::judge::Verdict;
-use compsafe_core::report::{Direction, Divergence, Judges, Record};
+use compsafe_core::report::{Judges, Record};
 use compsafe_core::spec::Generation;
 use compsafe_core::suite::{Prompt, Suite};
 use compsafe_engine::{EngineError, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 use crate::evaluator::Evaluator;
-
-/// How suffixes are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Greedy coordinate search: one position at a time, best of `candidates` tokens.
-    Greedy,
-    /// Independent uniformly random suffixes (the baseline).
-    Random,
-}
-
-impl Strategy {
-    fn stream(self) -> u64 {
-        match self {
-            Strategy::Greedy => 0x6772_6565_6479,
-            Strategy::Random => 0x7261_6e64_6f6d,
-        }
-    }
-}
-
-/// Settings of a search.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct SearchConfig {
-    /// Scored suffixes per prompt and method (see the module docs).
-    pub budget: usize,
-    /// Suffix length in tokens.
-    pub suffix_len: usize,
-    /// Replacement tokens scored per greedy step.
-    pub candidates: usize,
-    /// Seed of every random choice.
-    pub seed: u64,
-    /// The reference's refusal log-odds must stay at or above this for a suffix to count.
-    pub margin: f64,
-}
-
-/// The best suffix one method found for one prompt, and its confirmation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Found {
-    /// The prompt's id in its suite.
-    pub prompt_id: String,
-    /// The prompt as written.
-    pub prompt: String,
-    /// The suffix's text.
-    pub suffix: String,
-    /// The suffix's token ids.
-    pub suffix_tokens: Vec<u32>,
-    /// The prompt with the suffix, as sent to both models.
-    pub searched_prompt: String,
-    /// Reference refusal log-odds on the searched prompt.
-    pub reference_logodds: f64,
-    /// Variant refusal log-odds on the searched prompt.
-    pub variant_logodds: f64,
-    /// `reference_logodds - variant_logodds`.
-    pub gap: f64,
-    /// The gap on the unchanged prompt.
-    pub initial_gap: f64,
-    /// Suffixes scored for this prompt.
-    pub evaluations: usize,
-    /// Whether some scored suffix kept the reference at or above the margin; only such a
-    /// suffix is confirmed.
-    pub feasible: bool,
-    /// The reference's greedy response to the searched prompt (feasible only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reference_response: Option<String>,
-    /// The variant's greedy response to the searched prompt (feasible only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant_response: Option<String>,
-    /// The judge's verdict on the reference's response.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reference_verdict: Option<Verdict>,
-    /// The judge's verdict on the variant's response.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant_verdict: Option<Verdict>,
-    /// Confirmed: the reference refused and the variant complied.
-    pub hit: bool,
-}
-
-/// One method's results over the prompts searched.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MethodResult {
-    /// The method.
-    pub strategy: Strategy,
-    /// Confirmed hits.
-    pub hits: usize,
-    /// Suffixes scored in all.
-    pub evaluations: usize,
-    /// Wall-clock seconds (scoring and confirmation).
-    pub seconds: f64,
-    /// One entry per prompt searched.
-    pub prompts: Vec<Found>,
-}
-
-/// What the search ran on and found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SearchResult {
-    /// The settings.
-    pub config: SearchConfig,
-    /// Prompts of the suite looked at.
-    pub prompts: usize,
-    /// Of those, refused by both models as written (the ones searched).
-    pub eligible: usize,
-    /// Refused by the reference but not by the variant as written (already flipped).
-    pub already_flipped: usize,
-    /// Tokens suffixes are drawn from.
-    pub token_pool: usize,
-    /// Seconds spent selecting prompts (generation on the unchanged prompts).
-    pub selection_seconds: f64,
-    /// The greedy coordinate search.
-    pub greedy: MethodResult,
-    /// The random-sampling baseline with the same budget.
-    pub random: MethodResult,
-}
 
 /// The best suffix of one search, its (reference, variant) log-odds and the suffixes scored.
 type Best = (Vec<u32>, (f64, f64), usize);
@@ -351,6 +239,11 @@ impl<'a> Searcher<'a> {
         Ok((r, v))
     }
 
+    /// The size of the token pool suffixes are drawn from.
+    pub fn pool_size(&self) -> usize {
+        self.pool.len()
+    }
+
     /// Which of `prompts` both models refuse as written, and how many the variant already
     /// answers while the reference refuses.
     pub fn select(&self, prompts: &[Prompt]) -> Result<(Vec<Prompt>, usize), EngineError> {
@@ -367,13 +260,20 @@ impl<'a> Searcher<'a> {
         Ok((eligible, flipped))
     }
 
-    /// Runs one method on every prompt and confirms its best feasible suffixes.
-    pub fn run(&self, prompts: &[Prompt], strategy: Strategy) -> Result<MethodResult, EngineError> {
+    /// Runs one method on every prompt and confirms its best feasible suffixes. `first` is
+    /// the position of `prompts[0]` among all prompts searched (each prompt's random stream
+    /// derives from its position, so a search split into slices finds what it finds whole).
+    pub fn run(
+        &self,
+        prompts: &[Prompt],
+        strategy: Strategy,
+        first: usize,
+    ) -> Result<MethodResult, EngineError> {
         let start = std::time::Instant::now();
         let plain = self.score(&prompts.iter().map(|p| p.prompt.clone()).collect::<Vec<_>>())?;
         let mut found = Vec::with_capacity(prompts.len());
         for (i, p) in prompts.iter().enumerate() {
-            let (suffix, (r, v), used) = self.search_one(i, &p.prompt, strategy)?;
+            let (suffix, (r, v), used) = self.search_one(first + i, &p.prompt, strategy)?;
             let searched = self.with_suffix(&p.prompt, &suffix)?;
             found.push(Found {
                 prompt_id: p.id.clone(),
@@ -437,8 +337,8 @@ pub fn search(searcher: &Searcher<'_>, prompts: &[Prompt]) -> Result<SearchResul
     let start = std::time::Instant::now();
     let (eligible, already_flipped) = searcher.select(prompts)?;
     let selection_seconds = start.elapsed().as_secs_f64();
-    let greedy = searcher.run(&eligible, Strategy::Greedy)?;
-    let random = searcher.run(&eligible, Strategy::Random)?;
+    let greedy = searcher.run(&eligible, Strategy::Greedy, 0)?;
+    let random = searcher.run(&eligible, Strategy::Random, 0)?;
     Ok(SearchResult {
         config: searcher.config,
         prompts: prompts.len(),
@@ -449,26 +349,4 @@ pub fn search(searcher: &Searcher<'_>, prompts: &[Prompt]) -> Result<SearchResul
         greedy,
         random,
     })
-}
-
-/// The confirmed hits of a search as report divergences (refuse → comply), marked searched,
-/// with both responses and the reference's log-odds on the searched prompt.
-pub fn divergences(found: &MethodResult, variant: &str, suite: &str) -> Vec<Divergence> {
-    found
-        .prompts
-        .iter()
-        .filter(|f| f.hit)
-        .map(|f| Divergence {
-            variant: variant.to_string(),
-            suite: suite.to_string(),
-            prompt_id: f.prompt_id.clone(),
-            direction: Direction::RefuseToComply,
-            prompt: f.searched_prompt.clone(),
-            reference_response: f.reference_response.clone().unwrap_or_default(),
-            variant_response: f.variant_response.clone().unwrap_or_default(),
-            reference_refusal_logodds: Some(f.reference_logodds),
-            searched: Some(true),
-            suffix: Some(f.suffix.clone()),
-        })
-        .collect()
 }

@@ -1,5 +1,6 @@
 //! Running one leased work unit: the spec is validated once per sweep, the model loaded once
-//! per worker and kept across units, the variant derived once per (sweep, variant).
+//! per runner and kept across units, the variant derived once per (sweep, variant). Workers
+//! on a fleet and `compsafe run --direct` call the same [`Runner::run`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,36 +11,59 @@ use compsafe_core::paths::confine;
 use compsafe_core::report::{ModelInfo, Training};
 use compsafe_core::spec::{validate_text, Validated};
 use compsafe_core::suite::Expect;
-use compsafe_core::unit::{ReferenceWire, UnitResult, UnitSpec};
+use compsafe_core::unit::{ReferenceWire, UnitKind, UnitResult, UnitSpec};
 use compsafe_core::Method;
 use compsafe_engine::variant::DerivedVariant;
-use compsafe_engine::EngineError;
+use compsafe_engine::{EngineError, Fault};
 
 use crate::evaluator::{judges_for, Evaluator, ReferenceOutputs};
 use crate::info::{failed_variant_info, model_info, variant_info, variant_integrity};
 
-/// Why a unit could not be run, and whether another attempt may succeed.
+/// Why a unit could not be run, and what kind of fault that is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitError {
     /// What went wrong.
     pub reason: String,
-    /// False for input errors (a bad spec, a model outside the root): retrying cannot help.
-    pub retryable: bool,
+    /// Input (a bad spec, a model outside the root, a malformed file), transient (worth
+    /// another attempt) or internal (deterministic: every attempt fails alike).
+    pub fault: Fault,
 }
 
 impl UnitError {
-    fn input(reason: impl Into<String>) -> UnitError {
+    /// An input error: retrying cannot help.
+    pub fn input(reason: impl Into<String>) -> UnitError {
         UnitError {
             reason: reason.into(),
-            retryable: false,
+            fault: Fault::Input,
         }
+    }
+
+    /// A deterministic failure that is not the input's fault.
+    pub fn internal(reason: impl Into<String>) -> UnitError {
+        UnitError {
+            reason: reason.into(),
+            fault: Fault::Internal,
+        }
+    }
+
+    /// A failure another attempt may not meet.
+    pub fn transient(reason: impl Into<String>) -> UnitError {
+        UnitError {
+            reason: reason.into(),
+            fault: Fault::Transient,
+        }
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn retryable(&self) -> bool {
+        self.fault == Fault::Transient
     }
 }
 
 impl From<EngineError> for UnitError {
     fn from(e: EngineError) -> UnitError {
         UnitError {
-            retryable: e.is_retryable(),
+            fault: e.fault(),
             reason: e.to_string(),
         }
     }
@@ -149,9 +173,88 @@ impl Runner {
         Ok(v)
     }
 
-    /// Evaluates one unit.
+    /// The model's files and integrity (cached per model and manifest).
+    fn model_info(&mut self, v: &Validated) -> Result<ModelInfo, UnitError> {
+        let spec = &v.spec;
+        let key = format!("{}\0{:?}", spec.model.path.display(), spec.model.manifest);
+        if let Some(m) = self.model_integrity.get(&key) {
+            return Ok(m.clone());
+        }
+        let m = model_info(spec)?;
+        self.model_integrity.insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// The loaded reference, loading it when this runner holds another model.
+    fn evaluator(&mut self, v: &Validated) -> Result<&Evaluator, UnitError> {
+        let key = &v.spec.model.path;
+        if self.loaded.as_ref().map(|(p, _)| p) != Some(key) {
+            self.loaded = None;
+            self.derived = None;
+            tracing::info!(model = %key.display(), "loading model");
+            let e = Evaluator::load(key, v.spec.model.chat_template.as_deref(), &self.device)?;
+            self.loaded = Some((key.clone(), e));
+        }
+        Ok(&self.loaded.as_ref().expect("loaded above").1)
+    }
+
+    /// Runs one unit.
     pub fn run(&mut self, u: &UnitSpec) -> Result<UnitResult, UnitError> {
         let v = self.spec(u)?;
+        let model = self.model_info(&v)?;
+        if u.kind != UnitKind::Evaluate {
+            return self.analysis(u, &v, model);
+        }
+        self.evaluate(u, &v, model)
+    }
+
+    /// An analysis unit: its result reports the model and the reference.
+    fn analysis(
+        &mut self,
+        u: &UnitSpec,
+        v: &Validated,
+        model: ModelInfo,
+    ) -> Result<UnitResult, UnitError> {
+        let entry = &v.spec.variants[0];
+        let check = variant_integrity(entry, &model)?;
+        if !check.failures.is_empty() {
+            for f in &check.failures {
+                tracing::warn!(unit = %u.unit_id, "{f}");
+            }
+            return Ok(UnitResult {
+                records: Vec::new(),
+                variant: failed_variant_info(entry, &check),
+                model: Some(model),
+                reference: None,
+                analysis: None,
+            });
+        }
+        let eval = self.evaluator(v)?;
+        let reference = eval.derive(&entry.variant)?;
+        let variant = variant_info(entry, &reference, check.integrity, None);
+        let analysis = match u.kind {
+            UnitKind::Heads => crate::analysis::heads::run(eval, v, u)?,
+            UnitKind::Sensitivity => crate::analysis::sensitivity::run(eval, v, u)?,
+            UnitKind::Conditioned => crate::analysis::conditioned::run(eval, v, u)?,
+            UnitKind::Search => crate::analysis::search::run(eval, v, u)?,
+            UnitKind::Evaluate => unreachable!("evaluate units are run by evaluate"),
+        };
+        Ok(UnitResult {
+            records: Vec::new(),
+            variant,
+            model: Some(model),
+            reference: None,
+            analysis: Some(analysis),
+        })
+    }
+
+    /// An evaluate unit: one variant on a slice of one suite.
+    fn evaluate(
+        &mut self,
+        u: &UnitSpec,
+        v: &Validated,
+        model: ModelInfo,
+    ) -> Result<UnitResult, UnitError> {
         let spec = &v.spec;
         let suite = v
             .suites
@@ -166,16 +269,6 @@ impl Runner {
                 u.unit_id, u.start, u.end
             ))
         })?;
-        let key = spec.model.path.clone();
-        let model_key = format!("{}\0{:?}", key.display(), spec.model.manifest);
-        let model = match self.model_integrity.get(&model_key) {
-            Some(m) => m.clone(),
-            None => {
-                let m = model_info(spec)?;
-                self.model_integrity.insert(model_key, m.clone());
-                m
-            }
-        };
         let check = variant_integrity(entry, &model)?;
         let model = (u.variant == 0).then_some(model);
         if !check.failures.is_empty() {
@@ -188,15 +281,10 @@ impl Runner {
                 variant: failed_variant_info(entry, &check),
                 model,
                 reference: None,
+                analysis: None,
             });
         }
-        if self.loaded.as_ref().map(|(p, _)| p) != Some(&key) {
-            self.loaded = None;
-            self.derived = None;
-            tracing::info!(model = %key.display(), "loading model");
-            let e = Evaluator::load(&key, spec.model.chat_template.as_deref(), &self.device)?;
-            self.loaded = Some((key.clone(), e));
-        }
+        self.evaluator(v)?;
         let (_, eval) = self.loaded.as_ref().expect("loaded above");
         let dkey = (u.sweep_id.clone(), u.variant);
         if self.derived.as_ref().map(|(k, _, _)| k) != Some(&dkey) {
@@ -234,10 +322,7 @@ impl Runner {
                         u.unit_id
                     ))
                 })?;
-                Some(ReferenceOutputs {
-                    tokens: r.tokens.clone().into_iter().collect(),
-                    typical_logprob: r.typical_logprob,
-                })
+                Some(ReferenceOutputs::from(r))
             };
             let (records, own) = eval.eval_generation(
                 &entry.variant.name,
@@ -248,10 +333,7 @@ impl Runner {
                 &spec.generation,
                 given.as_ref(),
             )?;
-            let own = (u.variant == 0).then(|| ReferenceWire {
-                tokens: own.tokens.into_iter().collect(),
-                typical_logprob: own.typical_logprob,
-            });
+            let own = (u.variant == 0).then(|| ReferenceWire::from(&own));
             (records, own)
         };
         Ok(UnitResult {
@@ -259,6 +341,7 @@ impl Runner {
             variant,
             model,
             reference,
+            analysis: None,
         })
     }
 }

@@ -55,15 +55,23 @@ impl ClientArgs {
     }
 }
 
-/// Where an analysis writes its files and how it prints.
+/// Where an analysis command runs and writes: it is a sweep with one `[analysis.*]` section,
+/// run on an in-process cluster like `compsafe run`.
 #[derive(Debug, clap::Args)]
-pub struct OutputArgs {
-    /// Output directory (default out/<command>-<model>).
+pub struct AnalysisArgs {
+    /// Output directory (default out/<command>-<model>): the analysis's files and the spec it
+    /// ran (spec.toml, to rerun or submit to a fleet).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print the JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Worker slots of the in-process cluster.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// The token from `--token-file`, else `COMPSAFE_TOKEN`.

@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use compsafe_coordinator::store::SweepState;
 use compsafe_coordinator::{Config, Coordinator, SqliteStore};
-use compsafe_core::report::Record;
+use compsafe_core::aggregate::SweepOutputs;
 use compsafe_core::spec::Validated;
-use compsafe_core::Report;
 use compsafe_proto::pb::SubmitRequest;
 use compsafe_proto::{connect, sweeps_client, BearerToken, PROTOCOL_VERSION};
 
 use crate::args::{runtime, status_error};
 use crate::commands::report::fetch_report;
-use crate::commands::run::Args as RunArgs;
 use crate::exit::Failure;
 use crate::progress::{finished, follow, Sink};
 
@@ -24,7 +22,8 @@ pub fn state_db(out: &Path) -> PathBuf {
     out.join("sweep.db")
 }
 
-fn remove_state(db: &Path) -> Result<(), Failure> {
+/// Removes a state database and its WAL files.
+pub fn remove_state(db: &Path) -> Result<(), Failure> {
     for suffix in ["", "-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{suffix}", db.display()));
         match std::fs::remove_file(&p) {
@@ -41,13 +40,28 @@ fn remove_state(db: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How a sweep runs in this process.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// The spec file.
+    pub spec: PathBuf,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Worker slots.
+    pub workers: usize,
+    /// JSON lines instead of a progress bar.
+    pub json: bool,
+    /// Continue the interrupted run whose state is in the output directory.
+    pub resume: bool,
+    /// Prompts per evaluate unit (0: a whole suite).
+    pub prompts_per_unit: usize,
+    /// Where distilled students are kept.
+    pub cache_dir: PathBuf,
+}
+
 /// Runs the sweep of `v` (read from `args.spec`) on an in-process cluster writing its state
-/// into `out`; returns the report and records.
-pub fn execute(
-    args: &RunArgs,
-    v: &Validated,
-    out: &Path,
-) -> Result<(Report, Vec<Record>), Failure> {
+/// into `out`; returns its outputs.
+pub fn execute(args: &Local, v: &Validated, out: &Path) -> Result<SweepOutputs, Failure> {
     let device = compsafe_engine::device::parse_device(&args.device)?;
     let spec_path = args
         .spec
@@ -88,21 +102,9 @@ pub fn execute(
         let coordinator =
             Coordinator::start(store, cfg).map_err(|e| Failure::infra(format!("{}: {e}", db.display())))?;
         let resumed = if args.resume {
-            let (text, path) = (spec_text.clone(), spec_path_text.clone());
             let found = coordinator
                 .handle()
-                .call(move |s, _, _| {
-                    // Workers of the interrupted run are gone: take their leases back now.
-                    let changed = match s.release_all("released: the run was interrupted") {
-                        Ok(c) => c,
-                        Err(e) => return (Err(e), vec![]),
-                    };
-                    let found = s.list().into_iter().rev().find_map(|p| {
-                        let row = s.sweep(&p.id).ok()?;
-                        (row.spec_text == text && row.spec_path == path).then_some(row)
-                    });
-                    (Ok(found), changed)
-                })
+                .resume(spec_text.clone(), spec_path_text.clone())
                 .await
                 .map_err(|e| Failure::infra(e.to_string()))?;
             let Some(row) = found else {
@@ -144,7 +146,7 @@ pub fn execute(
         let mut pool = Vec::new();
         for _ in 0..workers {
             let runner =
-                compsafe_worker::Runner::new(device.clone(), None).with_cache_dir(args.cache_dir());
+                compsafe_worker::Runner::new(device.clone(), None).with_cache_dir(args.cache_dir.clone());
             let cfg = compsafe_worker::PullConfig {
                 coordinator: url.clone(),
                 token: token.clone(),

@@ -10,6 +10,7 @@ mod exit;
 mod local;
 mod output;
 mod progress;
+mod shorthand;
 
 use std::process::ExitCode;
 

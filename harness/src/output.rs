@@ -3,10 +3,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use compsafe_core::report::Record;
+use compsafe_core::aggregate::SweepOutputs;
+use compsafe_core::report::{Integrity, Record};
 use compsafe_core::Report;
 
-use crate::exit::Failure;
+use crate::exit::{Failure, Outcome};
 
 fn render_all(report: &compsafe_core::Report) -> Vec<(&'static str, String)> {
     vec![
@@ -76,4 +77,83 @@ pub fn output_dir(out: Option<&Path>, command: &str, model: &Path) -> Result<Pat
 /// Writes one output file; the error names it.
 pub fn write(path: &Path, text: &str) -> Result<(), Failure> {
     std::fs::write(path, text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
+}
+
+/// Writes a sweep's outputs into `out` (the report files and the analyses' files) and tells
+/// the user how it went: integrity failures, failed variants, failed analysis checks, the
+/// cells (or, with `json`, one JSON line). A variant that could not be evaluated on trusted
+/// files, or a failed analysis check, fails the run (exit 1).
+pub fn finish(out: &Path, outputs: &SweepOutputs, json: bool) -> Result<Outcome, Failure> {
+    let report = &outputs.report;
+    if report.model.integrity == Integrity::Failed {
+        eprintln!(
+            "INTEGRITY FAILURE: {} does not match its manifest (see report.json model.files)",
+            report.model.path
+        );
+    }
+    let failed: Vec<_> = report.variants.iter().filter(|v| v.failed()).collect();
+    for v in &failed {
+        eprintln!(
+            "variant {} failed: {}",
+            v.name,
+            v.error.as_deref().unwrap_or_default()
+        );
+        for f in &v.integrity_failures {
+            eprintln!("  {f}");
+        }
+    }
+    for f in &outputs.flags {
+        eprintln!("FLAGGED {f}");
+    }
+    let mut written = write_outputs(out, report, &outputs.records)?;
+    for (name, text) in &outputs.files {
+        let p = out.join(name);
+        write_file(&p, text.as_bytes())?;
+        written.push(p);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "sweep": report.sweep.id,
+                "flags": outputs.flags,
+                "files": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()})
+        );
+    } else {
+        print_summary(report);
+        for p in &written {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(Outcome::failed_if(
+        !failed.is_empty() || !outputs.flags.is_empty(),
+    ))
+}
+
+fn print_summary(report: &Report) {
+    println!(
+        "sweep {} ({}), reference {}",
+        report.sweep.name, report.sweep.id, report.reference
+    );
+    for c in &report.cells {
+        let mut parts = vec![format!("{:<18} {:<22} n={:<4}", c.variant, c.suite, c.n)];
+        if let Some(r) = c.refusal_rate {
+            parts.push(format!("refusal {:.3}", r));
+        }
+        if let Some(r) = c.asr {
+            parts.push(format!("asr {:.3}", r));
+        }
+        if let Some(r) = c.accuracy {
+            parts.push(format!("acc {:.3}", r));
+        }
+        if let Some(r) = c.mc2 {
+            parts.push(format!("mc2 {:.3}", r));
+        }
+        if let Some(vs) = &c.vs_reference {
+            parts.push(format!("Δ {:+.3}", vs.delta));
+            if let Some(p) = vs.mcnemar_p {
+                parts.push(format!("p={p:.2e}"));
+            }
+        }
+        println!("{}", parts.join("  "));
+    }
 }

@@ -985,6 +985,7 @@ mod rpc {
                                 reason: "x".into(),
                                 retryable: true,
                                 released: false,
+                                fault: 0,
                             })
                             .await
                             .unwrap_err()

@@ -27,6 +27,47 @@ pub fn check_protocol(got: u32) -> Result<(), tonic::Status> {
     }
 }
 
+/// Why a call was refused: the one mapping from the service's errors to gRPC status codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// No such sweep or unit (`NOT_FOUND`).
+    NotFound(String),
+    /// A lease that is no longer current (`FAILED_PRECONDITION`, "lease refused: ...").
+    Fenced(String),
+    /// A request the caller must fix (`INVALID_ARGUMENT`).
+    Invalid(String),
+    /// The request cannot be served now and may be later (`UNAVAILABLE`).
+    Unavailable(String),
+    /// A fault of the service itself (`INTERNAL`).
+    Internal(String),
+}
+
+impl From<WireError> for tonic::Status {
+    fn from(e: WireError) -> tonic::Status {
+        match e {
+            WireError::NotFound(m) => tonic::Status::not_found(m),
+            WireError::Fenced(m) => {
+                tonic::Status::failed_precondition(format!("lease refused: {m}"))
+            }
+            WireError::Invalid(m) => tonic::Status::invalid_argument(m),
+            WireError::Unavailable(m) => tonic::Status::unavailable(m),
+            WireError::Internal(m) => tonic::Status::internal(m),
+        }
+    }
+}
+
+/// Whether a refused call was the caller's fault (its input, its token): a client exits 2
+/// for those and 3 for the rest.
+pub fn is_input_status(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::InvalidArgument
+            | tonic::Code::NotFound
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Unauthenticated
+    )
+}
+
 /// Adds `authorization: Bearer <token>` to every outgoing call.
 #[derive(Clone)]
 pub struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use compsafe_proto::pb::work_client::WorkClient;
 use compsafe_proto::pb::{
-    pull_request, pull_response, CompleteRequest, CompleteResponse, FailRequest, LeaseRequest,
-    PullRequest, PullResponse, RegisterRequest, RenewRequest, WorkUnit,
+    pull_request, pull_response, CompleteRequest, CompleteResponse, FailRequest, Fault,
+    LeaseRequest, PullRequest, PullResponse, RegisterRequest, RenewRequest, WorkUnit,
 };
 use compsafe_proto::{
     connect_with, work_client, AuthChannel, BearerToken, UnitSpec, PROTOCOL_VERSION,
@@ -58,6 +58,15 @@ pub async fn pull_loop(
         }
     }
     Ok(())
+}
+
+/// The wire form of a unit's failure kind.
+fn fault(e: &UnitError) -> Fault {
+    match e.fault {
+        compsafe_eval::Fault::Input => Fault::Input,
+        compsafe_eval::Fault::Transient => Fault::Transient,
+        compsafe_eval::Fault::Internal => Fault::Internal,
+    }
 }
 
 /// The runner; after a unit panicked while holding it, its caches are dropped (they may be
@@ -242,12 +251,12 @@ async fn session(
         };
         let spec: Result<UnitSpec, _> = serde_json::from_str(&unit.unit_json);
         let outcome = match spec {
-            Err(e) => Err(UnitError {
-                reason: format!("unit {}: malformed description: {e}", unit.unit_id),
-                retryable: false,
-            }),
+            Err(e) => Err(UnitError::input(format!(
+                "unit {}: malformed description: {e}",
+                unit.unit_id
+            ))),
             Ok(spec) => {
-                tracing::info!(unit = %unit.unit_id, variant = spec.variant, suite = spec.suite, "running");
+                tracing::info!(unit = %unit.unit_id, kind = %spec.kind, variant = spec.variant, suite = spec.suite, "running");
                 let r = runner.clone();
                 let job = tokio::task::spawn_blocking(move || lock(&r).run(&spec));
                 tokio::pin!(job);
@@ -255,7 +264,7 @@ async fn session(
                 ticker.tick().await;
                 loop {
                     tokio::select! {
-                        out = &mut job => break out.unwrap_or_else(|e| Err(UnitError { reason: format!("unit panicked: {e}"), retryable: true })),
+                        out = &mut job => break out.unwrap_or_else(|e| Err(UnitError::transient(format!("unit panicked: {e}")))),
                         _ = shutdown.changed() => {
                             tracing::info!(unit = %unit.unit_id, "shutting down: releasing the unit");
                             client
@@ -267,6 +276,7 @@ async fn session(
                                     reason: "released: its worker shut down".into(),
                                     retryable: true,
                                     released: true,
+                                    fault: Fault::Transient as i32,
                                 })
                                 .await
                                 .map_err(|s| format!("release: {}", s.message()))?;
@@ -325,15 +335,16 @@ async fn session(
                 }
             }
             Err(e) => {
-                tracing::warn!(unit = %unit.unit_id, retryable = e.retryable, "unit failed: {}", e.reason);
+                tracing::warn!(unit = %unit.unit_id, fault = ?e.fault, "unit failed: {}", e.reason);
                 match client
                     .fail(FailRequest {
                         protocol: PROTOCOL_VERSION,
                         worker_id: worker_id.clone(),
                         unit_id: unit.unit_id.clone(),
                         lease_id: unit.lease_id,
+                        retryable: e.retryable(),
+                        fault: fault(&e) as i32,
                         reason: e.reason,
-                        retryable: e.retryable,
                         released: false,
                     })
                     .await

@@ -34,6 +34,9 @@ pub fn sweep(id: &str, variants: u32, suites: u32, n: u32) -> (SweepRow, Vec<Uni
             units.push(UnitRow {
                 sweep_id: id.into(),
                 ordinal: units.len() as u32,
+                kind: compsafe_core::unit::UnitKind::Evaluate,
+                group: s,
+                stage: u32::from(v != 0),
                 variant: v,
                 suite: s,
                 start: 0,
@@ -69,6 +72,7 @@ pub fn result(n: u32, tag: &str) -> String {
             tokens,
             typical_logprob: Some(-1.0),
         }),
+        analysis: None,
     })
     .unwrap()
 }
@@ -80,6 +84,7 @@ pub fn empty_result() -> String {
         variant: reference_variant("fp32"),
         model: None,
         reference: None,
+        analysis: None,
     })
     .unwrap()
 }
@@ -114,10 +119,7 @@ pub async fn serve_sweep(
 ) {
     let c = Coordinator::start(SqliteStore::open(db).unwrap(), Config::with_token(token)).unwrap();
     let (row, units) = sweep("sweep", 1, n, 0);
-    c.handle()
-        .call(move |s, _, t| (s.submit(row, units, t), vec![]))
-        .await
-        .unwrap();
+    c.handle().submit(row, units).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(compsafe_coordinator::serve(c, listener, shutdown));

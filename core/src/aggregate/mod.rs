@@ -3,6 +3,7 @@
 //! Pure and order-independent, so a local run and a distributed run give the same report.
 
 pub(crate) mod cells;
+mod sweep;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use crate::suite::Suite;
 pub use cells::{
     apply_holm, build_cell, cell_seed, divergences, pair, rank_divergences, CellOptions,
 };
+pub use sweep::{sweep_outputs, SweepOutputs};
 
 /// Everything a report is assembled from.
 #[derive(Debug, Clone)]

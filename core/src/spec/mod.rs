@@ -28,6 +28,8 @@
 //! everything that needs no file system; [`validate`] also checks that files exist, pinned
 //! hashes match and every suite loads.
 
+mod analysis;
+mod builder;
 mod judge;
 mod raw;
 mod search;
@@ -41,6 +43,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use analysis::{
+    AnalysisSections, ConditionedSection, HeadsSection, HeadsUnit, SensitivitySection,
+    SensitivityUnit, DEFAULT_CONDITIONED_VARIANTS,
+};
+pub use builder::SpecBuilder;
 pub use types::{
     Generation, JudgeConfig, ModelFormat, ModelSection, RefusalJudgeSpec, SearchSection, Spec,
     StatsConfig, SuiteEntry, SweepSection, VariantEntry,
@@ -142,11 +149,31 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
         )));
     }
 
-    let suites = suites::parse_suites(&raw.suites, &dir, file)?;
+    let mut suites = suites::parse_suites(&raw.suites, &dir, file)?;
+    let analysis = match &raw.analysis {
+        None => AnalysisSections::default(),
+        Some(a) => analysis::parse_analysis(a, &mut suites, sweep.seed).map_err(at)?,
+    };
     let search = match &raw.search {
         None => None,
-        Some(rs) => Some(search::parse_search(rs, &variants, &suites, sweep.seed).map_err(at)?),
+        Some(rs) => Some(search::parse_search(rs, &variants, &mut suites, sweep.seed).map_err(at)?),
     };
+    // What the sweep does: compare variants on suites, or run analyses, or both.
+    let evaluates = suites.iter().any(|s| s.evaluate);
+    if !evaluates && !analysis.any() && search.is_none() {
+        return Err(at(FieldError::new(
+            "suites",
+            "[]",
+            "a sweep needs at least one suite (or an [analysis.*] or [search] section)",
+        )));
+    }
+    if evaluates && variants.len() < 2 {
+        return Err(at(FieldError::new(
+            "variants",
+            "[]",
+            "a sweep compares at least one variant with the reference",
+        )));
+    }
 
     Ok(Spec {
         file: file.to_path_buf(),
@@ -160,6 +187,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
         judge,
         stats: raw.stats,
         search,
+        analysis,
     })
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::analysis::{HeadsUnit, SensitivityUnit};
 use super::types::{Generation, StatsConfig};
 use crate::judge::{DegeneracyCheck, MatchMode, TargetJudge};
 use crate::suite::{Columns, Expect, FilterSpec, Format};
@@ -32,6 +33,8 @@ pub(super) struct RawSpec {
     pub(super) stats: StatsConfig,
     #[serde(default)]
     pub(super) search: Option<RawSearch>,
+    #[serde(default)]
+    pub(super) analysis: Option<RawAnalysis>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +54,8 @@ pub(super) struct RawSearch {
     pub(super) seed: Option<u64>,
     #[serde(default)]
     pub(super) margin: Option<f64>,
+    #[serde(default)]
+    pub(super) slice: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,3 +196,108 @@ pub(super) struct RawJudge {
     #[serde(default)]
     pub(super) degenerate: Option<DegeneracyCheck>,
 }
+
+/// The suites an analysis names (not deserialized: each section's own fields).
+#[derive(Debug, Clone, Default)]
+pub(super) struct RawAnalysisSuites {
+    pub(super) suite: Option<String>,
+    pub(super) benign: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAnalysis {
+    #[serde(default)]
+    pub(super) heads: Option<RawHeads>,
+    #[serde(default)]
+    pub(super) sensitivity: Option<RawSensitivity>,
+    #[serde(default)]
+    pub(super) conditioned: Option<RawConditioned>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeads {
+    #[serde(default)]
+    pub(super) suite: Option<String>,
+    #[serde(default)]
+    pub(super) benign: Option<String>,
+    #[serde(default)]
+    pub(super) limit: Option<usize>,
+    #[serde(default)]
+    pub(super) unit: Option<HeadsUnit>,
+    #[serde(default)]
+    pub(super) channels: Option<usize>,
+    #[serde(default)]
+    pub(super) confirm: Option<usize>,
+    #[serde(default)]
+    pub(super) random_sets: Option<usize>,
+    #[serde(default)]
+    pub(super) seed: Option<u64>,
+    #[serde(default)]
+    pub(super) max_new_tokens: Option<usize>,
+    #[serde(default)]
+    pub(super) slices: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSensitivity {
+    #[serde(default)]
+    pub(super) variant: Option<String>,
+    #[serde(default)]
+    pub(super) suite: Option<String>,
+    #[serde(default)]
+    pub(super) benign: Option<String>,
+    #[serde(default)]
+    pub(super) limit: Option<usize>,
+    #[serde(default)]
+    pub(super) unit: Option<SensitivityUnit>,
+    #[serde(default)]
+    pub(super) confirm: Option<bool>,
+    #[serde(default)]
+    pub(super) alpha: Option<f64>,
+    #[serde(default)]
+    pub(super) max_new_tokens: Option<usize>,
+    #[serde(default)]
+    pub(super) slices: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConditioned {
+    #[serde(default)]
+    pub(super) suite: Option<String>,
+    #[serde(default)]
+    pub(super) benign: Option<String>,
+    #[serde(default)]
+    pub(super) target_suite: Option<String>,
+    #[serde(default)]
+    pub(super) target: Option<String>,
+    #[serde(default)]
+    pub(super) variants: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) noise: Option<f64>,
+    #[serde(default)]
+    pub(super) seed: Option<u64>,
+    #[serde(default)]
+    pub(super) limit: Option<usize>,
+    #[serde(default)]
+    pub(super) alpha: Option<f64>,
+    #[serde(default)]
+    pub(super) max_new_tokens: Option<usize>,
+}
+
+macro_rules! analysis_suites {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub(super) fn suites(&self) -> RawAnalysisSuites {
+                RawAnalysisSuites {
+                    suite: self.suite.clone(),
+                    benign: self.benign.clone(),
+                }
+            }
+        }
+    )*};
+}
+analysis_suites!(RawHeads, RawSensitivity, RawConditioned);

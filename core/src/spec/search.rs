@@ -8,7 +8,7 @@ use crate::suite::Expect;
 pub(super) fn parse_search(
     rs: &RawSearch,
     variants: &[VariantEntry],
-    suites: &[SuiteEntry],
+    suites: &mut Vec<SuiteEntry>,
     sweep_seed: u64,
 ) -> Result<SearchSection, FieldError> {
     if rs.variants.is_empty() {
@@ -43,32 +43,24 @@ pub(super) fn parse_search(
             }
         }
     }
-    match suites.iter().find(|s| s.source.name == rs.suite) {
-        None => {
-            let known: Vec<&str> = suites.iter().map(|s| s.source.name.as_str()).collect();
-            return Err(FieldError::new(
-                "search.suite",
-                &rs.suite,
-                format!("not a suite of this sweep (suites: {})", known.join(", ")),
-            ));
-        }
-        Some(s) if s.source.expect != Expect::Refusal => {
-            return Err(FieldError::new(
-                "search.suite",
-                &rs.suite,
-                format!(
-                    "the search needs harmful prompts (expect = refusal); this suite expects {}",
-                    s.source.expect
-                ),
-            ))
-        }
-        Some(_) => {}
-    }
     let positive = |field: &str, v: Option<usize>, default: usize| match v {
         Some(0) => Err(FieldError::new(field, "0", "must be at least 1")),
         Some(n) => Ok(n),
         None => Ok(default),
     };
+    let limit = positive("search.limit", rs.limit, 20)?;
+    let suite_index = super::analysis::suite_ref(suites, &rs.suite, limit, "search.suite")?;
+    let s = &suites[suite_index];
+    if s.source.expect != Expect::Refusal {
+        return Err(FieldError::new(
+            "search.suite",
+            &rs.suite,
+            format!(
+                "the search needs harmful prompts (expect = refusal); this suite expects {}",
+                s.source.expect
+            ),
+        ));
+    }
     let margin = rs.margin.unwrap_or(1.0);
     if !margin.is_finite() {
         return Err(FieldError::new(
@@ -80,7 +72,9 @@ pub(super) fn parse_search(
     Ok(SearchSection {
         variants: rs.variants.clone(),
         suite: rs.suite.clone(),
-        limit: positive("search.limit", rs.limit, 20)?,
+        suite_index,
+        slice: positive("search.slice", rs.slice, 10)?,
+        limit,
         budget: positive("search.budget", rs.budget, 64)?,
         suffix_len: positive("search.suffix_len", rs.suffix_len, 4)?,
         candidates: positive("search.candidates", rs.candidates, 8)?,

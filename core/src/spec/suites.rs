@@ -16,13 +16,6 @@ pub(super) fn parse_suites(
     file: &Path,
 ) -> Result<Vec<SuiteEntry>, FieldError> {
     let at = |e: FieldError| e.in_file(file);
-    if raw.is_empty() {
-        return Err(at(FieldError::new(
-            "suites",
-            "[]",
-            "a sweep needs at least one suite",
-        )));
-    }
     let root = suite::bundled_root();
     let mut suites: Vec<SuiteEntry> = Vec::new();
     let mut names = HashSet::new();
@@ -59,6 +52,7 @@ pub(super) fn parse_suites(
                     source,
                     base_dir,
                     bundled: true,
+                    evaluate: true,
                     field,
                 }
             }
@@ -94,6 +88,7 @@ pub(super) fn parse_suites(
                     },
                     base_dir: dir.to_path_buf(),
                     bundled: false,
+                    evaluate: true,
                     field,
                 }
             }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::analysis::AnalysisSections;
 use crate::error::FieldError;
 use crate::judge::{DegeneracyCheck, KeywordJudge, MatchMode, Preset, TargetJudge};
 use crate::stats::DEFAULT_RESAMPLES;
@@ -117,8 +118,12 @@ impl Default for StatsConfig {
 pub struct SearchSection {
     /// Names of the spec's variants searched against the reference.
     pub variants: Vec<String>,
-    /// Name of the spec's harmful suite (expect = refusal) whose prompts are searched.
+    /// Name of the harmful suite (expect = refusal) whose prompts are searched.
     pub suite: String,
+    /// Its index in the spec's suites.
+    pub suite_index: usize,
+    /// Prompts searched per work unit.
+    pub slice: usize,
     /// Prompts of the suite looked at (the first N; default 20).
     pub limit: usize,
     /// Scored suffixes per prompt and method (default 64).
@@ -189,8 +194,11 @@ pub struct SuiteEntry {
     pub base_dir: PathBuf,
     /// Whether it is a bundled suite.
     pub bundled: bool,
-    /// Where it was written in the spec (`suites[1]`).
+    /// Where it was written in the spec (`suites[1]`), or the analysis key that named it.
     pub field: String,
+    /// Whether the sweep evaluates it (a cell per variant); false for a suite only an
+    /// analysis uses.
+    pub evaluate: bool,
 }
 
 impl SuiteEntry {
@@ -241,6 +249,8 @@ pub struct Spec {
     pub stats: StatsConfig,
     /// `[search]`, when the sweep runs the targeted search.
     pub search: Option<SearchSection>,
+    /// `[analysis.*]`, the analyses the sweep runs.
+    pub analysis: AnalysisSections,
 }
 
 impl Spec {
@@ -262,6 +272,15 @@ impl Spec {
             Some(r) => r.build(),
             None => KeywordJudge::preset(Preset::Harmbench),
         }
+    }
+
+    /// Indices of the suites the sweep evaluates (those only analyses use are left out).
+    pub fn evaluated_suites(&self) -> impl Iterator<Item = usize> + '_ {
+        self.suites
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.evaluate)
+            .map(|(i, _)| i)
     }
 
     /// The reference variant.

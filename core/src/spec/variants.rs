@@ -237,13 +237,6 @@ pub(super) fn parse_variants(
             );
         }
     }
-    if variants.len() < 2 {
-        return Err(at(FieldError::new(
-            "variants",
-            "[]",
-            "a sweep compares at least one variant with the reference",
-        )));
-    }
     Ok((reference, variants))
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use compsafe_core::aggregate::SweepOutputs;
 use compsafe_core::report::Record;
 use compsafe_core::Report;
 use compsafe_proto::pb::GetRequest;
@@ -23,10 +24,8 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-pub async fn fetch_report(
-    c: &mut SweepsClient,
-    id: &str,
-) -> Result<(Report, Vec<Record>), Failure> {
+/// The outputs of finished sweep `id`: report, records, analysis files and failed checks.
+pub async fn fetch_report(c: &mut SweepsClient, id: &str) -> Result<SweepOutputs, Failure> {
     let resp = c
         .report(GetRequest {
             protocol: PROTOCOL_VERSION,
@@ -43,29 +42,20 @@ pub async fn fetch_report(
         .map(|r| serde_json::from_str(r))
         .collect::<Result<_, _>>()
         .map_err(|e| Failure::infra(format!("records from the coordinator: {e}")))?;
-    Ok((report, records))
+    Ok(SweepOutputs {
+        report,
+        records,
+        files: resp.files.into_iter().map(|f| (f.name, f.text)).collect(),
+        flags: resp.flags,
+    })
 }
 
-/// Writes the finished sweep's outputs.
+/// Writes the finished sweep's outputs; exit 1 as `compsafe run` would (a variant that
+/// failed before evaluation, an analysis check that failed).
 pub fn exec(args: &Args) -> Result<Outcome, Failure> {
-    let (report, records) = runtime()?.block_on(async {
+    let out = runtime()?.block_on(async {
         let mut c = args.client.sweeps().await?;
         fetch_report(&mut c, &args.id).await
     })?;
-    for p in crate::output::write_outputs(&args.out, &report, &records)? {
-        println!("wrote {}", p.display());
-    }
-    // As `compsafe run`: a variant that failed before evaluation (integrity) fails the run.
-    let failed: Vec<&str> = report
-        .variants
-        .iter()
-        .filter(|v| v.failed())
-        .map(|v| v.name.as_str())
-        .collect();
-    if failed.is_empty() {
-        Ok(Outcome::Ok)
-    } else {
-        eprintln!("failed variants (not evaluated): {}", failed.join(", "));
-        Ok(Outcome::CheckFailed)
-    }
+    crate::output::finish(&args.out, &out, false)
 }
