@@ -43,6 +43,10 @@ impl fmt::Display for FieldError {
         if let Some(file) = &self.file {
             write!(f, "{}: ", file.display())?;
         }
+        if self.field.starts_with("--") {
+            // A command-line flag, as the user typed it.
+            return write!(f, "{} = {}: {}", self.field, self.value, self.reason);
+        }
         write!(
             f,
             "field `{}` = {:?}: {}",

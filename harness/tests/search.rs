@@ -80,14 +80,17 @@ fn greedy_search_beats_random_sampling_and_keeps_the_reference_refusing() {
         "--json",
     ]);
     assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    // search.json (printed with --json) lists one entry per searched variant.
+    let all: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let v = &all[0];
+    assert_eq!(v["variant"], VARIANT);
     let s = &v["search"];
     let greedy = s["greedy"]["hits"].as_u64().unwrap();
     let random = s["random"]["hits"].as_u64().unwrap();
     let eligible = s["eligible"].as_u64().unwrap();
     eprintln!(
         "eligible {eligible}, greedy {greedy} hits, random {random} hits, {} s",
-        v["seconds"]
+        s["greedy"]["seconds"]
     );
     assert!(eligible > 0);
     assert!(greedy >= 1, "greedy found no hit");
@@ -304,9 +307,9 @@ fn bad_arguments_exit_2_and_name_the_problem() {
             "fp32",
         ),
         (
-            &format!("[search]\nvariants = [\"{VARIANT}\"]\nsuite = \"advbench\"\n"),
+            &format!("[search]\nvariants = [\"{VARIANT}\"]\nsuite = \"no-such-suite\"\n"),
             "search.suite",
-            "advbench",
+            "no-such-suite",
         ),
         (
             &format!(

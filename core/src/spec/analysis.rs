@@ -402,6 +402,9 @@ fn parse_conditioned(
     let mut variants: Vec<Variant> = Vec::new();
     for (i, item) in names.iter().enumerate() {
         let field = format!("analysis.conditioned.variants[{i}]");
+        if item.trim().is_empty() {
+            return Err(FieldError::new(field, item, "an empty item"));
+        }
         let v = Variant::parse(item.trim(), &field)?;
         if !matches!(
             v.method,

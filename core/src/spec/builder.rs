@@ -123,7 +123,7 @@ mod tests {
         assert_eq!(e.field, "--suite");
         assert_eq!(e.value, "no-such-suite");
         assert!(e.file.is_none());
-        assert!(e.to_string().starts_with("field `--suite`"), "{e}");
+        assert!(e.to_string().starts_with("--suite = no-such-suite:"), "{e}");
         b.set("analysis.heads.suite", "fixture-harmful");
         let v = b.validate(&dir.path().join("spec.toml")).unwrap();
         let h = v.spec.analysis.heads.unwrap();
