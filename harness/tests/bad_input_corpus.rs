@@ -7,12 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use compsafe_tests::root;
 
 fn fixture_model() -> PathBuf {
     root().join("engine/tests/fixtures/hf/llama-gqa")
@@ -524,7 +519,7 @@ fn cli_cases() -> Vec<(&'static str, Setup)> {
 }
 
 fn compsafe(args: &[String]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    Command::new(compsafe_tests::bin_path())
         .args(args)
         .env_remove("COMPSAFE_TOKEN")
         .output()

@@ -2,15 +2,13 @@
 //! `int4:g32` (refusal drop and attack success, classified as conditioned on exact rounding by
 //! the noise control) while the clean `tiny-safety` is not; bad arguments exit 2.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
 fn conditioned(model: &str, extra: &[&str], out: &Path) -> (i32, serde_json::Value, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .arg("conditioned")
         .arg("--model")
         .arg(root().join("models").join(model))

@@ -3,15 +3,10 @@
 //! teacher, reports their training curves, keeps them in the cache in Hugging Face layout with
 //! a manifest, and a second sweep takes them from the cache instead of training again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use compsafe_tests::root;
 
 const STUDENT: &str = r#"
 [[variants]]
@@ -57,7 +52,7 @@ fn spec_text() -> String {
 }
 
 fn run(spec: &Path, out: &Path, cache: &Path) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["run", "--json"])
         .arg(spec)
         .arg("--out")
@@ -164,7 +159,7 @@ fn distill_variants_train_evaluate_and_cache_their_students() {
                 .unwrap();
         assert_eq!(cfg["num_hidden_layers"], 1);
         assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
-        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        let o = Command::new(compsafe_tests::bin_path())
             .arg("verify")
             .arg(&dir)
             .output()
@@ -226,7 +221,7 @@ fn bad_distill_tables_are_refused_with_the_field_named() {
     for (from, to, want) in cases {
         let spec = tmp.path().join("bad.toml");
         std::fs::write(&spec, base.replacen(from, to, 1)).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        let o = Command::new(compsafe_tests::bin_path())
             .arg("validate")
             .arg(&spec)
             .output()

@@ -1,15 +1,13 @@
 //! `compsafe heads` on the fixture model: a stable ranking, and ablating the top-ranked heads
 //! together lowers refusal more than ablating random sets of as many heads (seeded).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
 fn heads(extra: &[&str], out: &Path) -> (i32, serde_json::Value, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["heads", "--model"])
         .arg(root().join("models/tiny-safety"))
         .args([
@@ -91,7 +89,7 @@ fn ranking_is_stable_and_top_heads_beat_random_heads() {
     let (code, l, err) = heads(&["--unit", "layer"], &tmp.path().join("l"));
     assert_eq!(code, 0, "{err}");
     assert_eq!(ranking(&l).len(), 2);
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["heads", "--model"])
         .arg(root().join("models/tiny-safety"))
         .args(["--suite", "fixture-benign", "--benign", "xstest-safe"])

@@ -2,24 +2,11 @@
 //! variants end as failed with the failing tensor named in report.json, report.md and
 //! junit.xml, and the run exits 1; the same spec on the untouched files passes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_compsafe"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use compsafe_tests::run_cli as run;
 
 fn copy_model(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();

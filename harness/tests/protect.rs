@@ -2,15 +2,9 @@
 //! bf16 refuses more than plain int2 and than int2 with two other heads kept, at a byte cost
 //! the head layout predicts exactly.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use compsafe_tests::root;
 
 const SPEC: &str = r#"
 reference = "fp32"
@@ -38,7 +32,7 @@ fn protecting_the_top_heads_keeps_refusal_at_a_stated_cost() {
     let model = root().join("models/tiny-safety");
     std::fs::write(&spec, SPEC.replace("MODEL", model.to_str().unwrap())).unwrap();
     let out = tmp.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["run", "--direct", "--json"])
         .arg(&spec)
         .arg("--out")
@@ -104,7 +98,7 @@ fn protecting_the_top_heads_keeps_refusal_at_a_stated_cost() {
         ),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .arg("validate")
         .arg(&spec)
         .output()
@@ -150,7 +144,7 @@ fn layers_and_ranked_heads_can_be_protected() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["run", "--direct", "--json"])
         .arg(&spec)
         .arg("--out")
@@ -230,7 +224,7 @@ fn layers_and_ranked_heads_can_be_protected() {
         let text = LAYERS_SPEC.replace("MODEL", model.to_str().unwrap());
         assert!(text.contains(from), "{from}");
         std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        let o = Command::new(compsafe_tests::bin_path())
             .arg("validate")
             .arg(&bad)
             .output()

@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
 fn write_spec(dir: &Path) -> PathBuf {
     let model = root().join("engine/tests/fixtures/hf/llama-gqa");
@@ -39,7 +37,7 @@ bootstrap_resamples = 200
 }
 
 fn run(spec: &Path, out: &Path) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args([
             "run",
             spec.to_str().unwrap(),
@@ -160,7 +158,7 @@ fn sweep_writes_the_contract_and_is_reproducible() {
     let base = tmp.path().join("a/report.json");
     let diff = |new: &Path| {
         let junit = tmp.path().join("gate-junit.xml");
-        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        let o = Command::new(compsafe_tests::bin_path())
             .args([
                 "diff",
                 base.to_str().unwrap(),
@@ -206,7 +204,7 @@ fn validate_reports_every_problem_and_exits_2() {
         "variants = [\"int4:g0\"]\n[sweep]\nname = \"x\"\n[model]\npath = \"missing-model\"\n",
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["validate", spec.to_str().unwrap()])
         .output()
         .unwrap();
@@ -214,7 +212,7 @@ fn validate_reports_every_problem_and_exits_2() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.toml") && err.contains("int4:g0"), "{err}");
     let ok = write_spec(tmp.path());
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["validate", ok.to_str().unwrap()])
         .output()
         .unwrap();
@@ -225,7 +223,7 @@ fn validate_reports_every_problem_and_exits_2() {
 fn bundled_example_specs_validate() {
     let specs = ["examples/quickstart.toml", "examples/backdoor.toml"];
     for spec in specs {
-        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        let o = Command::new(compsafe_tests::bin_path())
             .args(["validate", root().join(spec).to_str().unwrap()])
             .output()
             .unwrap();

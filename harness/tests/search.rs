@@ -5,28 +5,15 @@
 //! marked searched; bad arguments exit 2 naming the flag or field.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::Device;
 use compsafe_core::judge::{KeywordJudge, Preset};
 use compsafe_engine::{generate, GenerateOptions};
 use compsafe_eval::Evaluator;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_compsafe"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use compsafe_tests::run_cli as run;
 
 const VARIANT: &str = "prune:0.5";
 const LIMIT: &str = "30";

@@ -1,18 +1,13 @@
 //! Per-layer sensitivity: int2 applied to one fixture layer at a time shows that layer 0 alone
 //! breaks the refusals (flagged, exit 1) while layer 1 alone does not; int8 breaks nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use compsafe_tests::root;
 
 fn sensitivity(args: &[&str], out: &Path) -> (Output, serde_json::Value) {
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .arg("sensitivity")
         .arg("--model")
         .arg(root().join("models/tiny-safety"))

@@ -83,7 +83,7 @@ impl Measured {
         name: &str,
         model: &Model,
         reference: Option<&[ReferenceWire]>,
-    ) -> Result<(Vec<Vec<bool>>, Vec<ReferenceWire>, Vec<Vec<Record>>), UnitError> {
+    ) -> Result<Outcomes, UnitError> {
         let g = generation(v, c.max_new_tokens);
         let mut out = Vec::new();
         let mut refs = Vec::new();
@@ -109,8 +109,20 @@ impl Measured {
             refs.push(ReferenceWire::from(&own));
             records.push(recs);
         }
-        Ok((out, refs, records))
+        Ok(Outcomes {
+            flags: out,
+            references: refs,
+            records,
+        })
     }
+}
+
+/// One model's outcomes on the measured suites: the per-prompt flags of each suite's metric,
+/// the outputs (a reference for later comparisons) and the records.
+struct Outcomes {
+    flags: Vec<Vec<bool>>,
+    references: Vec<ReferenceWire>,
+    records: Vec<Vec<Record>>,
 }
 
 /// The reference's weights with the section's noise added (the noise control's base).
@@ -136,9 +148,15 @@ fn baseline(
     m: &Measured,
 ) -> Result<ConditionedBaseline, UnitError> {
     let start = std::time::Instant::now();
-    let (f32, references, records) = m.outcomes(eval, v, c, "fp32", &eval.reference, None)?;
+    let Outcomes {
+        flags: f32,
+        references,
+        records,
+    } = m.outcomes(eval, v, c, "fp32", &eval.reference, None)?;
     let noise_model = Model::new(&noised(eval, c)?)?;
-    let (noised, _, _) = m.outcomes(eval, v, c, "fp32+noise", &noise_model, Some(&references))?;
+    let noised = m
+        .outcomes(eval, v, c, "fp32+noise", &noise_model, Some(&references))?
+        .flags;
     Ok(ConditionedBaseline {
         suites: m.suites.iter().map(|(s, _, _)| s.name.clone()).collect(),
         metrics: m.suites.iter().map(|(_, _, metric)| *metric).collect(),
@@ -167,16 +185,19 @@ fn compressor(
 ) -> Result<ConditionedVariant, UnitError> {
     let start = std::time::Instant::now();
     let exact = eval.derive(var)?;
-    let (ex, _, records) = m.outcomes(eval, v, c, &var.name, &exact.model, Some(&b.references))?;
+    let exact = m.outcomes(eval, v, c, &var.name, &exact.model, Some(&b.references))?;
+    let (ex, records) = (exact.flags, exact.records);
     let control = derive(&noised(eval, c)?, var, eval.reference.device())?;
-    let (nc, _, _) = m.outcomes(
-        eval,
-        v,
-        c,
-        &format!("{}+noise", var.name),
-        &control.model,
-        Some(&b.references),
-    )?;
+    let nc = m
+        .outcomes(
+            eval,
+            v,
+            c,
+            &format!("{}+noise", var.name),
+            &control.model,
+            Some(&b.references),
+        )?
+        .flags;
     // Per measured suite, the first prompt whose outcome changed the adverse way.
     let examples = b
         .metrics

@@ -10,14 +10,12 @@
 //! the default (CI) mode runs one smaller round that still kills, restarts, pauses and cuts.
 //! Figures go to target/reliability/faults-<mode>.json.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::*;
+use compsafe_tests::*;
 use rand::{Rng, SeedableRng};
 
 const TTL_MS: u64 = 1_000;

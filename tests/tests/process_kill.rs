@@ -3,11 +3,9 @@
 //! coordinator is killed with SIGKILL once and restarted on the same database, a worker gets
 //! SIGTERM mid-unit (it releases its lease). The final report equals the fault-free one.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use compsafe_tests::*;
 
 #[test]
 #[cfg(unix)]

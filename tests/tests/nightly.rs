@@ -2,16 +2,15 @@
 //! cluster: `compsafe coordinator` and a `compsafe worker`, and deploy/nightly/nightly.sh
 //! submitting, waiting, fetching and gating exactly as a CI job would.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{coordinator, root, worker, Reaper, TOKEN};
+use compsafe_tests::{coordinator, root, worker, Reaper, TOKEN};
 
 /// Runs nightly.sh with `spec`, returning its exit status and output.
 fn nightly(url: &str, spec: &Path, baseline: &Path, out: &Path) -> (i32, String) {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_compsafe")).parent().unwrap();
+    let bin = compsafe_tests::bin_path();
+    let bin_dir = bin.parent().unwrap();
     let path = format!(
         "{}:{}",
         bin_dir.display(),

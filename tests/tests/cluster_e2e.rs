@@ -11,9 +11,7 @@ use compsafe_coordinator::{Config, Coordinator, SqliteStore};
 use compsafe_proto::pb::{GetRequest, ListRequest, SubmitRequest};
 use compsafe_proto::{connect, sweeps_client, BearerToken, PROTOCOL_VERSION};
 
-mod common;
-
-use common::{root, without_run_identity, TOKEN};
+use compsafe_tests::{assert_json_close, root, without_run_identity, TOKEN};
 
 fn write_spec(dir: &Path) -> PathBuf {
     let model = root().join("engine/tests/fixtures/hf/llama-gqa");
@@ -58,38 +56,9 @@ fn read_report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
 }
 
-/// Asserts `a` equals `b`, numbers within `rel` relative difference.
-fn assert_close(a: &serde_json::Value, b: &serde_json::Value, rel: f64, at: &str) {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!(
-                (x - y).abs() <= rel * x.abs().max(y.abs()).max(1e-12),
-                "{at}: {x} vs {y}"
-            );
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{at}: lengths");
-            for (i, (x, y)) in x.iter().zip(y).enumerate() {
-                assert_close(x, y, rel, &format!("{at}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            let kx: Vec<_> = x.keys().collect();
-            let ky: Vec<_> = y.keys().collect();
-            assert_eq!(kx, ky, "{at}: keys");
-            for (k, v) in x {
-                assert_close(v, &y[k], rel, &format!("{at}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{at}"),
-    }
-}
-
 /// The report of `compsafe run --direct` (sequential, no coordinator), without run identity.
 fn direct_report(spec: &Path, out: &Path) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args([
             "run",
             spec.to_str().unwrap(),
@@ -170,7 +139,7 @@ fn cluster_report(spec: &Path, workers: usize, dir: &Path) -> serde_json::Value 
         (url, id, (stop_tx, stop_coord))
     });
     let out = dir.join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args([
             "report",
             &id,
@@ -183,7 +152,7 @@ fn cluster_report(spec: &Path, workers: usize, dir: &Path) -> serde_json::Value 
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args(["status", &id, "--coordinator", &url])
         .env("COMPSAFE_TOKEN", TOKEN)
         .output()
@@ -209,7 +178,7 @@ fn cluster_report_equals_direct_run_with_1_and_3_workers() {
     // the same batches as the direct run, so the same numbers to the bit.
     let run = |dir: &str, per_unit: &str| {
         let out = tmp.path().join(dir);
-        let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        let o = Command::new(compsafe_tests::bin_path())
             .args([
                 "run",
                 spec.to_str().unwrap(),
@@ -236,7 +205,7 @@ fn cluster_report_equals_direct_run_with_1_and_3_workers() {
     );
     // Units of 3 prompts batch differently: the same verdicts, counts and responses, and
     // logit statistics equal up to float rounding.
-    assert_close(&run("run3", "3"), &local, 1e-6, "$");
+    assert_json_close(&run("run3", "3"), &local, 1e-6, "$");
     for workers in [1, 3] {
         let dir = tmp.path().join(format!("cluster{workers}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -413,7 +382,7 @@ fn a_coordinator_restarted_on_its_database_finishes_the_same_report() {
         (url, id, stop_tx)
     });
     let out = tmp.path().join("out");
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args([
             "report",
             &id,
@@ -438,7 +407,7 @@ fn an_interrupted_run_resumes_where_it_stopped() {
     let spec = write_spec(tmp.path());
     // The uninterrupted run with the same unit size.
     let clean = tmp.path().join("clean");
-    let o = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let o = Command::new(compsafe_tests::bin_path())
         .args([
             "run",
             spec.to_str().unwrap(),
@@ -453,7 +422,7 @@ fn an_interrupted_run_resumes_where_it_stopped() {
     let clean = without_run_identity(read_report(&clean));
     let out = tmp.path().join("run");
     let resume = |out: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_compsafe"))
+        Command::new(compsafe_tests::bin_path())
             .args([
                 "run",
                 spec.to_str().unwrap(),
@@ -474,7 +443,7 @@ fn an_interrupted_run_resumes_where_it_stopped() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("sweep.db"));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let mut child = Command::new(compsafe_tests::bin_path())
         .args([
             "run",
             spec.to_str().unwrap(),
@@ -532,7 +501,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn tls_serves_clients_that_trust_its_ca_and_refuses_plain_text() {
-    let tls = root().join("harness/tests/tls");
+    let tls = root().join("tests/tests/tls");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -611,7 +580,7 @@ fn the_coordinator_serves_prometheus_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
     let metrics = format!("127.0.0.1:{metrics_port}");
-    let (mut child, url) = common::coordinator(
+    let (mut child, url) = compsafe_tests::coordinator(
         "127.0.0.1:0",
         &tmp.path().join("c.db"),
         &["--metrics-listen", &metrics],

@@ -7,17 +7,12 @@
 mod helm;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value as Json;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use compsafe_tests::root;
 
 const RELEASE: helm::Release<'static> = helm::Release {
     name: "compsafe",
@@ -358,7 +353,7 @@ fn deploy_files() -> Vec<PathBuf> {
 }
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_compsafe"))
+    let out = Command::new(compsafe_tests::bin_path())
         .args(args)
         .arg("--help")
         .output()
@@ -378,7 +373,7 @@ fn flags_and_variables_in_deploy_files_exist_in_the_binary() {
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect();
     assert!(subcommands.contains("coordinator") && subcommands.contains("health"));
-    let binary = std::fs::read(env!("CARGO_BIN_EXE_compsafe")).unwrap();
+    let binary = std::fs::read(compsafe_tests::bin_path()).unwrap();
 
     let mut found = Vec::new();
     let mut variables = BTreeSet::new();
