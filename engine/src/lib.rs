@@ -3,6 +3,7 @@
 //! Model loading (safetensors, GGUF, tokenizer, chat template), compression methods, batched
 //! generation, log-likelihood scoring and logit metrics.
 
+pub mod chat;
 pub mod compress;
 pub mod config;
 pub mod device;
@@ -22,6 +23,7 @@ pub mod score;
 pub mod tokenizer;
 pub mod variant;
 
+pub use chat::{ChatDate, ChatOptions, ChatTemplate};
 pub use config::ModelConfig;
 pub use error::{EngineError, Result};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
