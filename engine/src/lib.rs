@@ -19,6 +19,7 @@ pub mod loader;
 pub mod manifest;
 pub mod model;
 pub mod requant;
+pub mod sampling;
 pub mod score;
 pub mod tokenizer;
 pub mod variant;
@@ -26,7 +27,10 @@ pub mod variant;
 pub use chat::{ChatDate, ChatOptions, ChatTemplate};
 pub use config::ModelConfig;
 pub use error::{EngineError, Result};
-pub use generate::{generate, GenerateOptions, Generation, StopReason};
+pub use generate::{
+    generate, generate_sampled, GenerateOptions, Generation, SampleRequest, StopReason,
+};
 pub use loader::Checkpoint;
 pub use model::Model;
+pub use sampling::{sample_seed, Sampling};
 pub use tokenizer::{ChatMessage, TextCodec};
