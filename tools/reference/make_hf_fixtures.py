@@ -286,11 +286,11 @@ def qwen3_config() -> Qwen3Config:
 
 
 def qwen3_moe_config() -> Qwen3MoeConfig:
-    """Qwen3-MoE: 4 experts, top 2 renormalised, layer 1 dense (mlp_only_layers); dynamic NTK."""
+    """Qwen3-MoE: 4 experts of width 64, top 2 renormalised, layer 1 dense (mlp_only_layers); dynamic NTK."""
     common = dict(COMMON)
     common["num_hidden_layers"] = 3
     return Qwen3MoeConfig(**common, head_dim=16, tie_word_embeddings=False, num_experts=4,
-                          num_experts_per_tok=2, norm_topk_prob=True, moe_intermediate_size=48,
+                          num_experts_per_tok=2, norm_topk_prob=True, moe_intermediate_size=64,
                           decoder_sparse_step=1, mlp_only_layers=[1], use_sliding_window=False,
                           rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
                                            "factor": 2.0})
