@@ -186,6 +186,12 @@ fn check_text(name: &str, dir: &Path, exp: &Value) {
         ids(&exp["chat"]["ids"]),
         "{name} chat ids"
     );
+    // A whole conversation encoded in one call, as apply_chat_template(tokenize=True) does.
+    assert_eq!(
+        codec.encode_chat(&messages).unwrap(),
+        ids(&exp["chat"]["ids"]),
+        "{name} conversation ids"
+    );
 }
 
 macro_rules! hf_case {
