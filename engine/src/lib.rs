@@ -3,6 +3,7 @@
 //! Model loading (safetensors, GGUF, tokenizer, chat template), compression methods, batched
 //! generation, log-likelihood scoring and logit metrics.
 
+pub mod chat;
 pub mod compress;
 pub mod config;
 pub mod device;
@@ -18,13 +19,18 @@ pub mod loader;
 pub mod manifest;
 pub mod model;
 pub mod requant;
+pub mod sampling;
 pub mod score;
 pub mod tokenizer;
 pub mod variant;
 
+pub use chat::{ChatDate, ChatOptions, ChatTemplate};
 pub use config::ModelConfig;
 pub use error::{EngineError, Fault, Result};
-pub use generate::{generate, GenerateOptions, Generation, StopReason};
+pub use generate::{
+    generate, generate_sampled, GenerateOptions, Generation, SampleRequest, StopReason,
+};
 pub use loader::Checkpoint;
 pub use model::Model;
+pub use sampling::{sample_seed, Sampling};
 pub use tokenizer::{ChatMessage, TextCodec};

@@ -12,7 +12,7 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 
 use crate::compress::WeightMap;
-use crate::config::{Arch, ModelConfig, RopeScaling};
+use crate::config::{gguf_to_hf_name, GgufArch, ModelConfig};
 use crate::error::{EngineError, Result};
 
 /// A loaded checkpoint: its config and its weights, ready to build a model from.
@@ -292,37 +292,6 @@ pub(crate) fn meta_f(content: &gguf_file::Content, key: &str) -> Option<f64> {
     v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok()
 }
 
-fn gguf_to_hf_name(name: &str) -> Option<String> {
-    let direct = match name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(d) = direct {
-        return Some(d.to_string());
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, tail) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let hf = match tail {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_q.bias" => "self_attn.q_proj.bias",
-        "attn_k.bias" => "self_attn.k_proj.bias",
-        "attn_v.bias" => "self_attn.v_proj.bias",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}"))
-}
-
 fn load_gguf(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = map_file(path)?;
     read_gguf(path, &bytes, device)
@@ -341,86 +310,47 @@ pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoin
         .get("general.architecture")
         .and_then(|v| v.to_string().ok().cloned())
         .unwrap_or_default();
-    let arch = match arch_key.as_str() {
-        "llama" => Arch::Llama,
-        "qwen2" => Arch::Qwen2,
-        other => {
-            return Err(EngineError::bad_file(
-                path,
-                format!(
-                    "metadata `general.architecture` = {other:?}: supported are llama and qwen2"
-                ),
-            ))
-        }
-    };
-    let a = arch_key.as_str();
-    let hidden = meta_u(&content, &format!("{a}.embedding_length"), path)?;
-    let heads = meta_u(&content, &format!("{a}.attention.head_count"), path)?;
-    let kv_heads = meta_u(&content, &format!("{a}.attention.head_count_kv"), path).unwrap_or(heads);
-    let layers = meta_u(&content, &format!("{a}.block_count"), path)?;
-    let ffn = meta_u(&content, &format!("{a}.feed_forward_length"), path)?;
-    let ctx = meta_u(&content, &format!("{a}.context_length"), path).unwrap_or(4096);
-    let head_dim = meta_u(&content, &format!("{a}.rope.dimension_count"), path)
-        .unwrap_or(hidden / heads.max(1));
-    let eps = meta_f(&content, &format!("{a}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5);
-    let theta = meta_f(&content, &format!("{a}.rope.freq_base")).unwrap_or(10000.0);
-    let embd_info = content
-        .tensor_infos
-        .get("token_embd.weight")
-        .ok_or_else(|| EngineError::bad_file(path, "tensor `token_embd.weight` missing"))?;
-    let vocab = embd_info.shape.dims().first().copied().unwrap_or(0);
-    let vocab = if vocab == hidden {
-        embd_info.shape.dims().get(1).copied().unwrap_or(0)
-    } else {
-        vocab
-    };
-    let tie = !content.tensor_infos.contains_key("output.weight");
-    let bias = content.tensor_infos.contains_key("blk.0.attn_q.bias");
-    let tok = gguf_tokenizer_meta(&content);
-    if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
-        return Err(EngineError::bad_file(
-            path,
-            format!("metadata head counts {heads}/{kv_heads} are inconsistent"),
-        ));
-    }
-    let config = ModelConfig {
-        arch,
-        vocab_size: vocab,
-        hidden_size: hidden,
-        intermediate_size: ffn,
-        num_layers: layers,
-        num_heads: heads,
-        num_kv_heads: kv_heads,
-        head_dim,
-        rms_norm_eps: eps,
-        rope_theta: theta as f32,
-        rope_scaling: RopeScaling::None,
-        max_position_embeddings: ctx,
-        tie_word_embeddings: tie,
-        attention_bias: bias,
-        sliding_window: None,
-        bos_token_id: tok.bos,
-        eos_token_ids: tok.eos.into_iter().collect(),
-    };
-    // Every layer has its own tensors: a block count beyond the tensors present is corrupt.
-    if config.num_layers > content.tensor_infos.len() {
-        return Err(EngineError::bad_file(
+    let arch = GgufArch::from_name(&arch_key).ok_or_else(|| {
+        EngineError::bad_file(
             path,
             format!(
-                "metadata `{a}.block_count` = {layers} but the file holds {} tensors",
-                content.tensor_infos.len()
+                "metadata `general.architecture` = {arch_key:?}: supported are llama, qwen2, qwen3, gemma2, gemma3 and phi3"
             ),
-        ));
-    }
-    config
-        .check_sizes()
-        .map_err(|e| EngineError::bad_file(path, format!("metadata: {e}")))?;
+        )
+    })?;
+    let tok = gguf_tokenizer_meta(&content);
+    let rope_factors = match (
+        content
+            .tensor_infos
+            .contains_key("rope_factors_short.weight"),
+        content
+            .tensor_infos
+            .contains_key("rope_factors_long.weight"),
+    ) {
+        (true, true) => {
+            let mut factors = Vec::with_capacity(2);
+            for name in ["rope_factors_short.weight", "rope_factors_long.weight"] {
+                let t = content
+                    .tensor(&mut file, name, &Device::Cpu)
+                    .and_then(|q| q.dequantize(&Device::Cpu))
+                    .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+                    .map_err(|e| EngineError::bad_file(path, format!("tensor `{name}`: {e}")))?;
+                factors.push(t);
+            }
+            let long = factors.pop().unwrap_or_default();
+            let short = factors.pop().unwrap_or_default();
+            Some((short, long))
+        }
+        _ => None,
+    };
+    let config =
+        crate::config::config_from_gguf(&content, arch, rope_factors, tok.bos, tok.eos, path)?;
     let expected: BTreeMap<String, Vec<usize>> = config.expected_shapes().into_iter().collect();
     let mut weights = WeightMap::new();
     let mut quantized = BTreeMap::new();
     let mut stored_bits = BTreeMap::new();
     for (gname, info) in &content.tensor_infos {
-        let Some(name) = gguf_to_hf_name(gname) else {
+        let Some(name) = gguf_to_hf_name(arch, gname) else {
             continue;
         };
         let Some(shape) = expected.get(&name) else {
@@ -465,7 +395,7 @@ pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoin
         quantized,
         stored_bits,
         files: vec![path.to_path_buf()],
-        rope_interleaved: true,
+        rope_interleaved: arch.rope_interleaved(),
         gguf_metadata: Some(tok),
     })
 }

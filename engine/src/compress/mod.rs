@@ -178,10 +178,13 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
     })
 }
 
-/// The tensors a variant compresses when it gives no selection regex: the seven linear
-/// weights of every decoder layer, `model.layers.N.self_attn.{q,k,v,o}_proj.weight` and
-/// `model.layers.N.mlp.{gate,up,down}_proj.weight`. Embeddings, norms, biases and `lm_head`
-/// stay as in the reference (as llama.cpp and most RTN/pruning baselines leave them).
+/// The tensors a variant compresses when it gives no selection regex: the linear weights of
+/// every decoder layer: `model.layers.N.self_attn.{q,k,v,o}_proj.weight` (or the fused
+/// `qkv_proj`), `model.layers.N.mlp.{gate,up,down}_proj.weight` (or the fused `gate_up_proj`),
+/// and every expert of a mixture of experts (`mlp.experts.E.{gate,up,down}_proj.weight`,
+/// `block_sparse_moe.experts.E.w{1,2,3}.weight`). Embeddings, norms, biases, routers
+/// (`mlp.gate`, `block_sparse_moe.gate`: select them with a regex) and `lm_head` stay as in the
+/// reference (as llama.cpp and most RTN/pruning baselines leave them).
 pub fn default_selection(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("model.layers.") else {
         return false;
@@ -189,18 +192,35 @@ pub fn default_selection(name: &str) -> bool {
     let Some((layer, rest)) = rest.split_once('.') else {
         return false;
     };
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !number(layer) {
         return false;
     }
-    matches!(
+    if matches!(
         rest,
         "self_attn.q_proj.weight"
             | "self_attn.k_proj.weight"
             | "self_attn.v_proj.weight"
+            | "self_attn.qkv_proj.weight"
             | "self_attn.o_proj.weight"
             | "mlp.gate_proj.weight"
             | "mlp.up_proj.weight"
+            | "mlp.gate_up_proj.weight"
             | "mlp.down_proj.weight"
+    ) {
+        return true;
+    }
+    let expert = |prefix: &str, parts: &[&str]| {
+        rest.strip_prefix(prefix)
+            .and_then(|r| r.split_once('.'))
+            .is_some_and(|(e, tail)| number(e) && parts.contains(&tail))
+    };
+    expert(
+        "mlp.experts.",
+        &["gate_proj.weight", "up_proj.weight", "down_proj.weight"],
+    ) || expert(
+        "block_sparse_moe.experts.",
+        &["w1.weight", "w2.weight", "w3.weight"],
     )
 }
 
@@ -378,6 +398,10 @@ mod tests {
             "model.layers.3.mlp.gate_proj.weight",
             "model.layers.3.mlp.up_proj.weight",
             "model.layers.31.mlp.down_proj.weight",
+            "model.layers.0.self_attn.qkv_proj.weight",
+            "model.layers.0.mlp.gate_up_proj.weight",
+            "model.layers.2.mlp.experts.7.down_proj.weight",
+            "model.layers.2.block_sparse_moe.experts.0.w3.weight",
         ] {
             assert!(default_selection(yes), "{yes}");
         }
@@ -392,6 +416,11 @@ mod tests {
             "model.layers..self_attn.q_proj.weight",
             "model.layers.0.self_attn.q_proj.weight.extra",
             "prefix.model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.gate.weight",
+            "model.layers.0.block_sparse_moe.gate.weight",
+            "model.layers.0.self_attn.q_norm.weight",
+            "model.layers.0.mlp.experts.x.up_proj.weight",
+            "model.layers.0.block_sparse_moe.experts.1.w4.weight",
         ] {
             assert!(!default_selection(no), "{no}");
         }
