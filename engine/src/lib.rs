@@ -3,6 +3,7 @@
 //! Model loading (safetensors, GGUF, tokenizer, chat template), compression methods, batched
 //! generation, log-likelihood scoring and logit metrics.
 
+pub mod calib;
 pub mod compress;
 pub mod config;
 pub mod device;

@@ -16,6 +16,61 @@ use crate::loader::Checkpoint;
 /// stay finite instead of spreading NaN through the cache.
 const MASKED: f32 = -1.0e9;
 
+/// One of the seven linear layers of a decoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinearSite {
+    /// `self_attn.q_proj`.
+    Q,
+    /// `self_attn.k_proj`.
+    K,
+    /// `self_attn.v_proj`.
+    V,
+    /// `self_attn.o_proj`.
+    O,
+    /// `mlp.gate_proj`.
+    Gate,
+    /// `mlp.up_proj`.
+    Up,
+    /// `mlp.down_proj`.
+    Down,
+}
+
+impl LinearSite {
+    /// Every site, in the order the forward pass reaches them.
+    pub const ALL: [LinearSite; 7] = [
+        LinearSite::Q,
+        LinearSite::K,
+        LinearSite::V,
+        LinearSite::O,
+        LinearSite::Gate,
+        LinearSite::Up,
+        LinearSite::Down,
+    ];
+
+    /// The module path inside a decoder layer (`self_attn.q_proj`).
+    pub fn module(self) -> &'static str {
+        match self {
+            LinearSite::Q => "self_attn.q_proj",
+            LinearSite::K => "self_attn.k_proj",
+            LinearSite::V => "self_attn.v_proj",
+            LinearSite::O => "self_attn.o_proj",
+            LinearSite::Gate => "mlp.gate_proj",
+            LinearSite::Up => "mlp.up_proj",
+            LinearSite::Down => "mlp.down_proj",
+        }
+    }
+
+    /// The HF weight name of this site in decoder layer `layer`.
+    pub fn weight_name(self, layer: usize) -> String {
+        format!("model.layers.{layer}.{}.weight", self.module())
+    }
+}
+
+/// Sees every linear layer's input in a tapped forward pass ([`Model::layer_forward`]):
+/// called with the layer index, the site and the input `[batch, seq, in]`; returning
+/// `Some(y)` replaces the layer's output by `y`, `None` lets the model compute it.
+pub type LinearTap<'a> = dyn FnMut(usize, LinearSite, &Tensor) -> Result<Option<Tensor>> + 'a;
+
 #[derive(Debug, Clone)]
 struct Layer {
     attn_norm: Tensor,
@@ -251,6 +306,68 @@ impl Model {
         })
     }
 
+    /// Replaces the weight of one linear layer (a calibrated compressor installs layer `l`'s
+    /// compressed weights before the calibration data flows on to layer `l + 1`).
+    pub fn set_linear(&mut self, layer: usize, site: LinearSite, w: LinearWeight) -> Result<()> {
+        let dtype = self.dtype;
+        let l = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| EngineError::Invalid(format!("set_linear: no decoder layer {layer}")))?;
+        let slot = match site {
+            LinearSite::Q => &mut l.q,
+            LinearSite::K => &mut l.k,
+            LinearSite::V => &mut l.v,
+            LinearSite::O => &mut l.o,
+            LinearSite::Gate => &mut l.gate,
+            LinearSite::Up => &mut l.up,
+            LinearSite::Down => &mut l.down,
+        };
+        let bias = match slot {
+            Linear::Dense { b, .. } | Linear::Quant { b, .. } => b.clone(),
+        };
+        *slot = Linear::from_weight(w, bias, dtype)?;
+        Ok(())
+    }
+
+    /// The input embeddings of `ids` (`[batch, seq]`, u32): `[batch, seq, hidden]`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            s,
+            self.config.hidden_size,
+        ))?)
+    }
+
+    /// Runs decoder layer `layer` alone over hidden states `x` (`[batch, seq, hidden]`, the
+    /// sequences unpadded and starting at position 0, causal attention), without a KV cache,
+    /// handing every linear layer's input to `tap`. Returns the layer's output hidden states.
+    pub fn layer_forward(&self, layer: usize, x: &Tensor, tap: &mut LinearTap) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        if layer >= self.layers.len() {
+            return Err(EngineError::Invalid(format!(
+                "layer_forward: no decoder layer {layer}"
+            )));
+        }
+        let pos: Vec<Vec<i64>> = vec![(0..s as i64).collect(); b];
+        let positions = Tensor::from_vec(
+            pos.iter().flatten().map(|&p| p as u32).collect::<Vec<_>>(),
+            (b, s),
+            &self.device,
+        )?;
+        let mask = self.mask(&pos, &pos)?;
+        let mut cache = KvCache::new(self.config.num_layers);
+        self.run_layers(
+            x.clone(),
+            &positions,
+            Some(&mask),
+            &mut cache,
+            layer..layer + 1,
+            Some(tap),
+        )
+    }
+
     /// Chooses the kernels of the forward pass. With fast paths (the default off the CPU)
     /// linear layers run as one flat GEMM, grouped-query attention multiplies the shared keys
     /// and values without repeating them per query head, and generation writes the KV cache
@@ -370,12 +487,24 @@ impl Model {
         mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let (b, s) = ids.dims2()?;
+        let x = self.embed(ids)?;
+        let x = self.run_layers(x, positions, mask, cache, 0..self.layers.len(), None)?;
+        cache.advance(ids.dim(1)?);
+        self.norm(&x, &self.norm)
+    }
+
+    /// Runs decoder layers `range` over `x`, handing every linear layer's input to `tap`.
+    fn run_layers(
+        &self,
+        mut x: Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+        range: std::ops::Range<usize>,
+        mut tap: Option<&mut LinearTap>,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
         let cfg = &self.config;
-        let mut x =
-            self.embed
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, s, cfg.hidden_size))?;
         let flat_pos = positions.flatten_all()?;
         let half = cfg.head_dim / 2;
         let cos = self.cos.index_select(&flat_pos, 0)?.reshape((b, s, half))?;
@@ -383,24 +512,32 @@ impl Model {
         let scale = 1.0 / (cfg.head_dim as f64).sqrt();
         let n_rep = cfg.num_heads / cfg.num_kv_heads;
         let flat = self.fast_paths;
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut lin = |i: usize, site: LinearSite, l: &Linear, x: &Tensor| -> Result<Tensor> {
+            if let Some(tap) = tap.as_mut() {
+                if let Some(y) = tap(i, site, x)? {
+                    return Ok(y);
+                }
+            }
+            l.forward(x, flat)
+        };
+        for (i, layer) in self
+            .layers
+            .iter()
+            .enumerate()
+            .take(range.end)
+            .skip(range.start)
+        {
             let _span = tracing::trace_span!("layer", i).entered();
             let h = self.norm(&x, &layer.attn_norm)?;
-            let q = layer
-                .q
-                .forward(&h, flat)?
+            let q = lin(i, LinearSite::Q, &layer.q, &h)?
                 .reshape((b, s, cfg.num_heads, cfg.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let k = layer
-                .k
-                .forward(&h, flat)?
+            let k = lin(i, LinearSite::K, &layer.k, &h)?
                 .reshape((b, s, cfg.num_kv_heads, cfg.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let v = layer
-                .v
-                .forward(&h, flat)?
+            let v = lin(i, LinearSite::V, &layer.v, &h)?
                 .reshape((b, s, cfg.num_kv_heads, cfg.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
@@ -439,14 +576,13 @@ impl Model {
             let out = out
                 .transpose(1, 2)?
                 .reshape((b, s, cfg.num_heads * cfg.head_dim))?;
-            x = (x + layer.o.forward(&out, flat)?)?;
+            x = (x + lin(i, LinearSite::O, &layer.o, &out)?)?;
             let h = self.norm(&x, &layer.mlp_norm)?;
-            let act = (candle_nn::ops::silu(&layer.gate.forward(&h, flat)?)?
-                * layer.up.forward(&h, flat)?)?;
-            x = (x + layer.down.forward(&act, flat)?)?;
+            let act = (candle_nn::ops::silu(&lin(i, LinearSite::Gate, &layer.gate, &h)?)?
+                * lin(i, LinearSite::Up, &layer.up, &h)?)?;
+            x = (x + lin(i, LinearSite::Down, &layer.down, &act)?)?;
         }
-        cache.advance(s);
-        self.norm(&x, &self.norm)
+        Ok(x)
     }
 
     /// Output logits for hidden states of any leading shape (`[..., hidden]` -> `[..., vocab]`).

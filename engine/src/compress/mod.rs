@@ -26,8 +26,11 @@ use crate::error::{EngineError, Result};
 
 pub mod boundary;
 pub mod cast;
+pub mod ctgrid;
 pub mod gguf;
+pub mod gptq;
 pub mod heads;
+pub mod linalg;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
