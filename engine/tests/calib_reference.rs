@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use compsafe_engine::calib::{calibrate, CalibTokens, LayerCompressor};
 use compsafe_engine::compress::gptq::{Gptq, GptqParams};
+use compsafe_engine::compress::sparsegpt::{SparseGpt, Sparsity};
+use compsafe_engine::compress::wanda::Wanda;
 use compsafe_engine::compress::{default_selection, Compressed, LinearWeight};
 use compsafe_engine::Checkpoint;
 
@@ -172,4 +174,69 @@ fn gptq_asymmetric_three_bit_matches_llm_compressor() {
 #[test]
 fn gptq_eight_bit_per_channel_matches_llm_compressor() {
     compare_quantized("gptq_w8", &run(&gptq(8, None, true, false)), Agree::Exact);
+}
+
+fn sparsegpt(sparsity: Sparsity) -> SparseGpt {
+    SparseGpt {
+        sparsity,
+        damp: 0.01,
+        block: 128,
+    }
+}
+
+/// Pruned weights: relative difference per tensor and disagreement of the masks.
+fn compare_pruned(variant: &str, c: &Compressed, want: impl Fn(&str) -> Vec<f32>, tol: f64) {
+    let mut worst = 0f64;
+    for name in c.weights.keys() {
+        let want = want(name);
+        let got = ours(c, name);
+        let d = rel(&got, &want);
+        let masks = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| (**a == 0.0) != (**b == 0.0))
+            .count();
+        let zeros = got.iter().filter(|v| **v == 0.0).count();
+        eprintln!(
+            "{variant} {name}: rel diff {d:.3e}, masks differ at {masks} of {} ({zeros} zeros)",
+            want.len()
+        );
+        worst = worst.max(d);
+    }
+    assert_eq!(c.weights.len(), 14, "{variant}: every linear pruned");
+    assert!(
+        worst < tol,
+        "{variant}: worst relative difference {worst:.3e}"
+    );
+}
+
+#[test]
+fn sparsegpt_matches_llm_compressor() {
+    for (variant, sp) in [
+        ("sparsegpt_0.5", Sparsity::Fraction(0.5)),
+        ("sparsegpt_2of4", Sparsity::NofM { n: 2, m: 4 }),
+    ] {
+        let r = reference(variant);
+        compare_pruned(variant, &run(&sparsegpt(sp)), |n| values(&r[n]), 1e-3);
+    }
+}
+
+#[test]
+fn wanda_matches_llm_compressor() {
+    let reference_weights = model().weights;
+    for (variant, sp) in [
+        ("wanda_0.5", Sparsity::Fraction(0.5)),
+        ("wanda_2of4", Sparsity::NofM { n: 2, m: 4 }),
+    ] {
+        let r = reference(variant);
+        let want = |n: &str| {
+            let kept = values(&r[&format!("{n}.kept")]);
+            values(&reference_weights[n])
+                .iter()
+                .zip(kept)
+                .map(|(w, k)| if k == 1.0 { *w } else { 0.0 })
+                .collect()
+        };
+        compare_pruned(variant, &run(&Wanda { sparsity: sp }), want, 1e-3);
+    }
 }

@@ -9,7 +9,8 @@ no shuffling) on them for each method. Writes into engine/tests/fixtures/calib/:
   model/                 the tiny Llama (HF layout, f32)
   tokens.json            the calibration sequences, in order
   <variant>.safetensors  per linear weight: integer codes (u8, code + 128) with scales and zero points
-                         for quantizers, the f32 weights for pruners, and AWQ's chosen scales
+                         for quantizers, the f32 weights for SparseGPT, the kept-weight masks (u8)
+                         for Wanda, and AWQ's chosen scales
   manifest.json          library versions and per-variant settings
 
 Run with the llm-compressor venv (see README.md): python3 tools/reference/make_calib_fixtures.py
@@ -143,6 +144,22 @@ def main():
         save_file(quantized_tensors(model), OUT / f"{name}.safetensors")
         manifest["variants"][name] = {"weights": scheme_weights, "actorder": actorder}
 
+    def prune(name, modifier, **kw):
+        from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
+        cls = SparseGPTModifier if modifier == "sparsegpt" else WandaPruningModifier
+        extra = dict(block_size=128, dampening_frac=0.01) if modifier == "sparsegpt" else {}
+        recipe = cls(targets=["re:.*layers\\.\\d+\\..*_proj$"], ignore=["lm_head"], **kw, **extra)
+        model = oneshot_run(recipe, ids)
+        dense = dense_tensors(model)
+        if modifier == "wanda":
+            # Wanda keeps the kept weights unchanged: the mask (1 = kept) says it all.
+            orig = dense_tensors(load())
+            for k, v in dense.items():
+                assert torch.equal(v[v != 0], orig[k][v != 0]), k
+            dense = {k + ".kept": (v != 0).to(torch.uint8).contiguous() for k, v in dense.items()}
+        save_file(dense, OUT / f"{name}.safetensors")
+        manifest["variants"][name] = {"modifier": modifier, **kw}
+
     variants = {
         "gptq_w4g128": lambda: gptq("gptq_w4g128", dict(num_bits=4, type="int", symmetric=True,
                                                          strategy="group", group_size=128), None),
@@ -152,6 +169,10 @@ def main():
                                                                  strategy="group", group_size=64), None),
         "gptq_w8": lambda: gptq("gptq_w8", dict(num_bits=8, type="int", symmetric=True,
                                                  strategy="channel"), None),
+        "sparsegpt_0.5": lambda: prune("sparsegpt_0.5", "sparsegpt", sparsity=0.5, mask_structure="0:0"),
+        "sparsegpt_2of4": lambda: prune("sparsegpt_2of4", "sparsegpt", sparsity=0.5, mask_structure="2:4"),
+        "wanda_0.5": lambda: prune("wanda_0.5", "wanda", sparsity=0.5, mask_structure="0:0"),
+        "wanda_2of4": lambda: prune("wanda_2of4", "wanda", sparsity=0.5, mask_structure="2:4"),
     }
     for name, run in variants.items():
         if only and name not in only:

@@ -112,36 +112,12 @@ pub fn gptq_quantize(
             }
         }
     }
-    let mut hp = vec![0f64; cols * cols];
-    for (i, &pi) in perm.iter().enumerate() {
-        for (j, &pj) in perm.iter().enumerate() {
-            hp[i * cols + j] = f64::from(h[pi * cols + pj]);
+    let (hinv, dead, rtn_fallback) = hinv_factor(h, cols, &perm, p.damp)?;
+    for (j, _) in dead.iter().enumerate().filter(|(_, d)| **d) {
+        for r in 0..rows {
+            wp[r * cols + j] = 0.0;
         }
     }
-    for j in 0..cols {
-        if hp[j * cols + j] == 0.0 {
-            hp[j * cols + j] = 1.0;
-            for r in 0..rows {
-                wp[r * cols + j] = 0.0;
-            }
-        }
-    }
-    let mean_diag = (0..cols).map(|j| hp[j * cols + j]).sum::<f64>() / cols as f64;
-    let damp = p.damp * mean_diag;
-    for j in 0..cols {
-        hp[j * cols + j] += damp;
-    }
-    let (hinv, rtn_fallback) = match inverse_cholesky_upper(&hp, cols)? {
-        Some(u) => (u.into_iter().map(|v| v as f32).collect::<Vec<f32>>(), false),
-        None => {
-            let mut eye = vec![0f32; cols * cols];
-            for j in 0..cols {
-                eye[j * cols + j] = 1.0;
-            }
-            (eye, true)
-        }
-    };
-    drop(hp);
 
     let block = p.block.max(1);
     let mut i1 = 0;
@@ -180,27 +156,11 @@ pub fn gptq_quantize(
             wp[r * cols + i1..r * cols + i2]
                 .copy_from_slice(&work[r * 2 * count..r * 2 * count + count]);
         }
-        if i2 < cols {
-            let rest = cols - i2;
-            let err: Vec<f32> = work
-                .chunks_exact(2 * count)
-                .flat_map(|row| row[count..].iter().copied())
-                .collect();
-            let hb: Vec<f32> = (i1..i2)
-                .flat_map(|i| hinv[i * cols + i2..(i + 1) * cols].iter().copied())
-                .collect();
-            let e = Tensor::from_vec(err, (rows, count), &Device::Cpu)?;
-            let hb = Tensor::from_vec(hb, (count, rest), &Device::Cpu)?;
-            let upd = e.matmul(&hb)?.flatten_all()?.to_vec1::<f32>()?;
-            for r in 0..rows {
-                for (x, u) in wp[r * cols + i2..(r + 1) * cols]
-                    .iter_mut()
-                    .zip(&upd[r * rest..(r + 1) * rest])
-                {
-                    *x -= u;
-                }
-            }
-        }
+        let err: Vec<f32> = work
+            .chunks_exact(2 * count)
+            .flat_map(|row| row[count..].iter().copied())
+            .collect();
+        propagate_block(&mut wp, rows, cols, &hinv, err, i1, i2)?;
         i1 = i2;
     }
     let mut out = vec![0f32; rows * cols];
@@ -214,6 +174,77 @@ pub fn gptq_quantize(
         grids: grid,
         rtn_fallback,
     })
+}
+
+/// GPTQ's and SparseGPT's inverse-Hessian factor for the columns in `perm` order: the
+/// Hessian permuted, dead columns (`H_jj = 0`, returned) given `H_jj = 1`, `damp` times the
+/// mean diagonal added to the diagonal, then the upper Cholesky factor of the inverse, in
+/// f32; the identity (and `true`) when the Hessian is not positive definite.
+pub(crate) fn hinv_factor(
+    h: &[f32],
+    cols: usize,
+    perm: &[usize],
+    damp: f64,
+) -> Result<(Vec<f32>, Vec<bool>, bool)> {
+    let mut hp = vec![0f64; cols * cols];
+    for (i, &pi) in perm.iter().enumerate() {
+        for (j, &pj) in perm.iter().enumerate() {
+            hp[i * cols + j] = f64::from(h[pi * cols + pj]);
+        }
+    }
+    let mut dead = vec![false; cols];
+    for (j, d) in dead.iter_mut().enumerate() {
+        if hp[j * cols + j] == 0.0 {
+            hp[j * cols + j] = 1.0;
+            *d = true;
+        }
+    }
+    let mean_diag = (0..cols).map(|j| hp[j * cols + j]).sum::<f64>() / cols as f64;
+    for j in 0..cols {
+        hp[j * cols + j] += damp * mean_diag;
+    }
+    Ok(match inverse_cholesky_upper(&hp, cols)? {
+        Some(u) => (u.into_iter().map(|v| v as f32).collect(), dead, false),
+        None => {
+            let mut eye = vec![0f32; cols * cols];
+            for j in 0..cols {
+                eye[j * cols + j] = 1.0;
+            }
+            (eye, dead, true)
+        }
+    })
+}
+
+/// `W[:, i2:] -= Err Hinv[i1:i2, i2:]` for the `rows x cols` row-major `w`, with the block's
+/// errors `err` (`rows x (i2 - i1)`).
+pub(crate) fn propagate_block(
+    w: &mut [f32],
+    rows: usize,
+    cols: usize,
+    hinv: &[f32],
+    err: Vec<f32>,
+    i1: usize,
+    i2: usize,
+) -> Result<()> {
+    if i2 >= cols {
+        return Ok(());
+    }
+    let (count, rest) = (i2 - i1, cols - i2);
+    let hb: Vec<f32> = (i1..i2)
+        .flat_map(|i| hinv[i * cols + i2..(i + 1) * cols].iter().copied())
+        .collect();
+    let e = Tensor::from_vec(err, (rows, count), &Device::Cpu)?;
+    let hb = Tensor::from_vec(hb, (count, rest), &Device::Cpu)?;
+    let upd = e.matmul(&hb)?.flatten_all()?.to_vec1::<f32>()?;
+    for r in 0..rows {
+        for (x, u) in w[r * cols + i2..(r + 1) * cols]
+            .iter_mut()
+            .zip(&upd[r * rest..(r + 1) * rest])
+        {
+            *x -= u;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `f(row_index, row)` over the rows (`row_len` values each) of `data` on up to

@@ -34,6 +34,8 @@ pub mod linalg;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
+pub mod sparsegpt;
+pub mod wanda;
 
 pub use cast::Cast;
 pub use gguf::Gguf;
