@@ -13,6 +13,7 @@
 //! - [`report`]: report.json schema, per-prompt records, cells, divergences.
 
 pub mod aggregate;
+pub mod calibrated;
 pub mod error;
 pub mod gate;
 pub mod judge;

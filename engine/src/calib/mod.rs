@@ -15,4 +15,4 @@ pub mod capture;
 pub mod sequential;
 
 pub use capture::{InputGroup, InputStats, LayerStats, Wants};
-pub use sequential::{calibrate, CalibTokens, LayerCompressor, LayerContext};
+pub use sequential::{calibrate, CalibTokens, Chain, LayerCompressor, LayerContext};

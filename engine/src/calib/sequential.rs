@@ -154,3 +154,66 @@ pub fn calibrate(
     }
     Ok(out)
 }
+
+/// Methods applied one after the other to each layer (a pruner, then a quantizer that keeps
+/// its zeros): every step sees the previous steps' output and the same calibration
+/// statistics, collected once.
+pub struct Chain {
+    /// The steps, in order.
+    pub steps: Vec<Box<dyn LayerCompressor>>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Chain({} steps)", self.steps.len())
+    }
+}
+
+impl LayerCompressor for Chain {
+    fn wants(&self) -> Wants {
+        self.steps
+            .iter()
+            .fold(Wants::default(), |w, s| w.union(s.wants()))
+    }
+
+    fn propagates(&self) -> bool {
+        self.steps.iter().any(|s| s.propagates())
+    }
+
+    fn compress_layer(
+        &self,
+        ctx: &LayerContext<'_>,
+        weights: &WeightMap,
+        selected: &dyn Fn(&str) -> bool,
+    ) -> Result<Compressed> {
+        let mut cur = weights.clone();
+        let mut out = Compressed::default();
+        for step in &self.steps {
+            let c = step.compress_layer(ctx, &cur, selected)?;
+            for (name, w) in &c.weights {
+                if let crate::compress::LinearWeight::Dense(t) = w {
+                    cur.insert(name.clone(), t.clone());
+                }
+            }
+            for s in c.stats {
+                match out.stats.iter_mut().find(|o| o.name == s.name) {
+                    Some(o) => {
+                        let note = match (o.note.take(), s.note.clone()) {
+                            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                            (a, b) => a.or(b),
+                        };
+                        *o = crate::compress::TensorStat { note, ..s };
+                    }
+                    None => out.stats.push(s),
+                }
+            }
+            out.weights.extend(c.weights);
+        }
+        for s in &mut out.stats {
+            if let (Some(a), Some(b)) = (weights.get(&s.name), cur.get(&s.name)) {
+                s.rel_error = crate::compress::tensor_relative_error(a, b)?;
+            }
+        }
+        Ok(out)
+    }
+}
