@@ -14,6 +14,7 @@
 
 pub mod aggregate;
 pub mod calibrated;
+pub mod calibration;
 pub mod error;
 pub mod gate;
 pub mod judge;

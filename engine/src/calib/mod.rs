@@ -12,6 +12,7 @@
 //! llm-compressor's sequential pipeline does.
 
 pub mod capture;
+pub mod data;
 pub mod sequential;
 
 pub use capture::{InputGroup, InputStats, LayerStats, Wants};
