@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use compsafe_engine::calib::{calibrate, CalibTokens, LayerCompressor};
+use compsafe_engine::compress::awq::{Awq, AwqParams};
 use compsafe_engine::compress::gptq::{Gptq, GptqParams};
 use compsafe_engine::compress::sparsegpt::{SparseGpt, Sparsity};
 use compsafe_engine::compress::wanda::Wanda;
@@ -238,5 +239,68 @@ fn wanda_matches_llm_compressor() {
                 .collect()
         };
         compare_pruned(variant, &run(&Wanda { sparsity: sp }), want, 1e-3);
+    }
+}
+
+#[test]
+fn awq_chooses_llm_compressors_scales() {
+    let awq = Awq::new(AwqParams {
+        bits: 4,
+        group: Some(128),
+        symmetric: false,
+        grid: 20,
+    });
+    let c = run(&awq);
+    let r = reference("awq_w4g128");
+    let choices = awq.choices.lock().unwrap().clone();
+    assert_eq!(
+        choices.len(),
+        6,
+        "three mappings per layer (no v->o under GQA)"
+    );
+    for ch in &choices {
+        let want: Vec<f64> = r[&format!("{}.awq_scales", ch.smooth)]
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let worst = ch
+            .scales
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| ((a - b) / b).abs())
+            .fold(0f64, f64::max);
+        eprintln!(
+            "awq {}: ratio {} (duo {}), scales within {worst:.2e} relative",
+            ch.smooth, ch.ratio, ch.duo
+        );
+        assert!(worst < 1e-5, "{}: scales differ by {worst:.2e}", ch.smooth);
+    }
+    for l in 0..2 {
+        for n in ["input_layernorm", "post_attention_layernorm"] {
+            let name = format!("model.layers.{l}.{n}.weight");
+            let d = rel(&ours(&c, &name), &values(&r[&name]));
+            eprintln!("awq {name}: rel diff {d:.3e}");
+            assert!(d < 1e-5, "{name}: {d:.3e}");
+        }
+    }
+    let linears: Vec<String> = c
+        .weights
+        .keys()
+        .filter(|n| !n.contains("norm"))
+        .cloned()
+        .collect();
+    for name in &linears {
+        let want = dequant(&r, name);
+        let got = ours(&c, name);
+        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        let d = rel(&got, &want);
+        eprintln!(
+            "awq {name}: rel diff {d:.3e}, {differ} of {} differ in the last bits",
+            want.len()
+        );
+        // The scales agree to ~1e-7, so scaled weights and grids differ in their last bits;
+        // one weight rounded to another code would alone move a tensor by ~1e-3.
+        assert!(d < 1e-5, "{name}: rel diff {d:.3e}");
     }
 }

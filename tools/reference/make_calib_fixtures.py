@@ -160,7 +160,54 @@ def main():
         save_file(dense, OUT / f"{name}.safetensors")
         manifest["variants"][name] = {"modifier": modifier, **kw}
 
+    def awq(name, scheme):
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier
+        chosen = []
+        orig = AWQModifier._compute_best_scale
+
+        def record(self, mapping, fp16_outputs, orig_layer_weights):
+            s = orig(self, mapping, fp16_outputs, orig_layer_weights)
+            chosen.append((mapping.smooth_name, s.double().clone()))
+            return s
+
+        AWQModifier._compute_best_scale = record
+        # llm-compressor 0.14's AWQ pins cached activations in page-locked memory, which
+        # needs a CUDA driver; on a CPU-only machine that fails ("Found no NVIDIA driver").
+        # Pinning only speeds up host-to-device copies, so it is skipped here.
+        from llmcompressor.pipelines.cache import IntermediatesCache
+        IntermediatesCache.pin_memory = lambda self, batch_index: None
+        try:
+            recipe = [AWQModifier(duo_scaling=True, n_grid=20),
+                      QuantizationModifier(targets=["Linear"], scheme=scheme, ignore=["lm_head"])]
+            model = oneshot_run(recipe, ids)
+        finally:
+            AWQModifier._compute_best_scale = orig
+        out = {}
+        for l in range(2):
+            for lin in LINEARS:
+                m = model.get_submodule(f"model.layers.{l}.{lin}")
+                w = m.weight.detach().float()
+                s = m.weight_scale.detach().float()
+                z = m.weight_zero_point.detach().float()
+                g = w.shape[1] // s.shape[1]
+                se, ze = s.repeat_interleave(g, 1), z.repeat_interleave(g, 1)
+                codes = torch.round(torch.clamp(w / se + ze, -8, 7))
+                key = f"model.layers.{l}.{lin}.weight"
+                out[key + ".codes"] = (codes + 128).to(torch.uint8).contiguous()
+                out[key + ".scale"] = s.contiguous()
+                out[key + ".zero"] = z.contiguous()
+            for n in ["input_layernorm", "post_attention_layernorm"]:
+                out[f"model.layers.{l}.{n}.weight"] = model.get_submodule(
+                    f"model.layers.{l}.{n}").weight.detach().float().contiguous()
+        for smooth, s in chosen:
+            out[f"{smooth}.awq_scales"] = s.contiguous()
+        save_file(out, OUT / f"{name}.safetensors")
+        manifest["variants"][name] = {"recipe": "AWQModifier(duo_scaling=True, n_grid=20) + QuantizationModifier",
+                                      "scheme": scheme, "mappings": [c[0] for c in chosen]}
+
     variants = {
+        "awq_w4g128": lambda: awq("awq_w4g128", "W4A16_ASYM"),
         "gptq_w4g128": lambda: gptq("gptq_w4g128", dict(num_bits=4, type="int", symmetric=True,
                                                          strategy="group", group_size=128), None),
         "gptq_w4g128_act": lambda: gptq("gptq_w4g128_act", dict(num_bits=4, type="int", symmetric=True,

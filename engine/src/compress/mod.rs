@@ -15,6 +15,7 @@
 //! | `gptq:w4g128[:act]` (calibrated) | [`gptq`] | dense f32 on the compressed-tensors grid |
 //! | `sparsegpt:0.5`, `sparsegpt:2of4` (calibrated) | [`sparsegpt`] | dense, with zeros |
 //! | `wanda:0.5`, `wanda:2of4` (calibrated) | [`wanda`] | dense, with zeros |
+//! | `awq:w4g128` (calibrated) | [`awq`] | dense f32 on the grid; scaled norm weights |
 //! | `sparsegpt:2of4+gptq:w4g128` (calibrated) | [`Chain`] | dense f32 on the grid, with zeros |
 //!
 //! Calibrated methods run layer by layer over calibration data ([`crate::calib`]) behind
@@ -31,6 +32,7 @@ use compsafe_core::{FloatType, Method};
 
 use crate::error::{EngineError, Result};
 
+pub mod awq;
 pub mod boundary;
 pub mod cast;
 pub mod ctgrid;
@@ -206,6 +208,12 @@ pub fn calibrated_compressor_for(method: &Method) -> Result<Box<dyn LayerCompres
             damp: p.damp,
             block: p.block,
         }),
+        Method::Awq(a) => Box::new(awq::Awq::new(awq::AwqParams {
+            bits: a.bits,
+            group: a.group,
+            symmetric: a.sym,
+            grid: a.grid,
+        })),
         Method::Wanda { sparsity: sp } => Box::new(Wanda {
             sparsity: sparsity(*sp),
         }),
