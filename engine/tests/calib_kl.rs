@@ -74,7 +74,10 @@ fn assert_orderings(
     assert!(gptq < rtn, "{what}: gptq {gptq} vs int4:g128 {rtn}");
     // AWQ's grid is asymmetric: against RTN on the asymmetric grid of the same group size.
     let (awq, rtn_asym) = (k("awq:w4g128"), k("int4:g128:asym"));
-    assert!(awq < rtn_asym, "{what}: awq {awq} vs int4:g128:asym {rtn_asym}");
+    assert!(
+        awq < rtn_asym,
+        "{what}: awq {awq} vs int4:g128:asym {rtn_asym}"
+    );
     let (global, per_matrix) = (k("prune:0.5"), k("prune:0.5:layer"));
     let (sparsegpt, wanda) = (k("sparsegpt:0.5"), k("wanda:0.5"));
     assert!(

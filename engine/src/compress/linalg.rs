@@ -107,7 +107,7 @@ fn cholesky_small(a: &mut [f64], m: usize) -> bool {
         for k in 0..j {
             s -= a[j * m + k] * a[j * m + k];
         }
-        if !(s > 0.0) || !s.is_finite() {
+        if s.is_nan() || s <= 0.0 || !s.is_finite() {
             return false;
         }
         let d = s.sqrt();
