@@ -36,6 +36,12 @@ def main():
     tok = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(vocab={"t0": 0, "t1": 1}, unk_token="t0")),
         pad_token="t0", eos_token="t1")
+    # oneshot looks the model's files up by name: give it a folder with the config and tokenizer.
+    tmp = tempfile.mkdtemp()
+    cfg.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    model.config._name_or_path = tmp
+    model.name_or_path = tmp
     ids = torch.randint(0, 128000, (a.seqs, a.len))
     ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * a.len] * a.seqs})
     recipe = GPTQModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"], actorder=None)
