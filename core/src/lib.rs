@@ -14,6 +14,8 @@
 
 pub mod aggregate;
 pub mod analysis;
+pub mod calibrated;
+pub mod calibration;
 pub mod error;
 pub mod gate;
 pub mod judge;

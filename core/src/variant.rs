@@ -9,6 +9,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibrated::{
+    AwqSpec, Bnb4Code, Bnb4Spec, Fp8Spec, GptqSpec, KvQuant, SmoothQuantSpec, SparseGptSpec,
+    SparsitySpec,
+};
 use crate::error::FieldError;
 
 /// Floating-point storage type of a dtype-cast variant.
@@ -231,6 +235,42 @@ pub enum Method {
         /// Seed of the draw.
         seed: u64,
     },
+    /// GPTQ, calibrated.
+    Gptq(GptqSpec),
+    /// AWQ's activation-aware scales, then integer quantization; calibrated.
+    Awq(AwqSpec),
+    /// SmoothQuant W8A8: smoothing scales, int8 weights per channel and int8 activations per
+    /// token; calibrated.
+    #[serde(rename = "smoothquant")]
+    SmoothQuant(SmoothQuantSpec),
+    /// FP8 E4M3 weights per channel and activations (dynamic per token, or calibrated static
+    /// per-tensor scales).
+    Fp8(Fp8Spec),
+    /// bitsandbytes NF4 or FP4 blocks.
+    #[serde(rename = "bnb4")]
+    Bnb4(Bnb4Spec),
+    /// SparseGPT, calibrated.
+    #[serde(rename = "sparsegpt")]
+    SparseGpt(SparseGptSpec),
+    /// Wanda, calibrated.
+    Wanda {
+        /// What to prune.
+        sparsity: SparsitySpec,
+    },
+    /// A pruner followed by a quantizer (`sparsegpt:2of4+gptq:w4g128`): the quantizer keeps
+    /// the pruned zeros.
+    Chain {
+        /// The pruner, then the quantizer.
+        steps: Vec<Method>,
+    },
+    /// Keys and values quantized as they enter the KV cache, on top of another method (the
+    /// reference for a bare `kv:fp8`).
+    Kv {
+        /// The cache's number format.
+        kv: KvQuant,
+        /// The method applied to the weights.
+        base: Box<Method>,
+    },
 }
 
 /// What an `ablate:` variant zeroes.
@@ -369,6 +409,105 @@ impl Method {
     /// `prune:2of4`, `heads:3.1,3.2`. `field` names where the string came from, for errors.
     pub fn parse(s: &str, field: &str) -> Result<Method, FieldError> {
         let bad = |why: &str| FieldError::new(field, s, why);
+        if !s.contains('+') {
+            return Method::parse_one(s, field);
+        }
+        let mut kv = None;
+        let mut steps = Vec::new();
+        for part in s.split('+') {
+            match Method::parse_one(part, field)? {
+                Method::Kv { kv: k, base } if *base == Method::reference() => {
+                    if kv.replace(k).is_some() {
+                        return Err(bad("at most one kv: modifier"));
+                    }
+                }
+                m => steps.push(m),
+            }
+        }
+        let method = match steps.len() {
+            0 => Method::reference(),
+            1 => steps.pop().unwrap_or_else(Method::reference),
+            2 if steps[0].is_pruner() && steps[1].is_weight_quantizer() => Method::Chain { steps },
+            _ => {
+                return Err(bad(
+                    "a combination is a pruner followed by a quantizer (sparsegpt:2of4+gptq:w4g128), optionally +kv:fp8 or +kv:int8",
+                ))
+            }
+        };
+        Ok(match kv {
+            Some(kv) => Method::Kv {
+                kv,
+                base: Box::new(method),
+            },
+            None => method,
+        })
+    }
+
+    /// Whether the method prunes weights (a chain's first step).
+    pub fn is_pruner(&self) -> bool {
+        matches!(
+            self,
+            Method::Prune { .. }
+                | Method::NofM { .. }
+                | Method::SparseGpt(_)
+                | Method::Wanda { .. }
+        )
+    }
+
+    /// Whether the method quantizes weights (a chain's second step).
+    pub fn is_weight_quantizer(&self) -> bool {
+        matches!(
+            self,
+            Method::Rtn { .. }
+                | Method::Gguf { .. }
+                | Method::Gptq(_)
+                | Method::Awq(_)
+                | Method::SmoothQuant(_)
+                | Method::Fp8(_)
+                | Method::Bnb4(_)
+        )
+    }
+
+    /// Whether deriving the variant needs calibration data.
+    pub fn needs_calibration(&self) -> bool {
+        match self {
+            Method::Gptq(_)
+            | Method::Awq(_)
+            | Method::SmoothQuant(_)
+            | Method::SparseGpt(_)
+            | Method::Wanda { .. } => true,
+            Method::Fp8(f) => f.static_act,
+            Method::Chain { steps } => steps.iter().any(Method::needs_calibration),
+            Method::Kv { base, .. } => base.needs_calibration(),
+            _ => false,
+        }
+    }
+
+    /// Checks the parameters of a method built from a table (the shorthand parser checks
+    /// its own); the error names `field`.
+    pub fn check(&self, field: &str) -> Result<(), FieldError> {
+        let at = |why: &str| FieldError::new(field, self.to_string(), why);
+        match self {
+            Method::Gptq(g) => g.check().map_err(at),
+            Method::Awq(a) => a.check().map_err(at),
+            Method::SmoothQuant(q) => q.check().map_err(at),
+            Method::Bnb4(b) => b.check().map_err(at),
+            Method::SparseGpt(p) => p.check().map_err(at),
+            Method::Wanda { sparsity } => sparsity.check().map_err(at),
+            Method::Chain { steps } => {
+                if !(steps.len() == 2 && steps[0].is_pruner() && steps[1].is_weight_quantizer()) {
+                    return Err(at("a chain is a pruner followed by a quantizer"));
+                }
+                steps.iter().try_for_each(|m| m.check(field))
+            }
+            Method::Kv { base, .. } => base.check(field),
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses one shorthand without `+`.
+    fn parse_one(s: &str, field: &str) -> Result<Method, FieldError> {
+        let bad = |why: &str| FieldError::new(field, s, why);
         let lower = s.trim().to_ascii_lowercase();
         let mut parts = lower.split(':');
         let head = parts.next().unwrap_or_default();
@@ -482,8 +621,37 @@ impl Method {
                 };
                 Ok(Method::Noise { sigma, seed })
             }
+            "gptq" => Ok(Method::Gptq(GptqSpec::parse(&rest).map_err(bad)?)),
+            "awq" => Ok(Method::Awq(AwqSpec::parse(&rest).map_err(bad)?)),
+            "smoothquant" => Ok(Method::SmoothQuant(
+                SmoothQuantSpec::parse(&rest).map_err(bad)?,
+            )),
+            "fp8" => match rest.as_slice() {
+                [] | ["dynamic"] => Ok(Method::Fp8(Fp8Spec { static_act: false })),
+                ["static"] => Ok(Method::Fp8(Fp8Spec { static_act: true })),
+                _ => Err(bad("expected fp8 or fp8:static")),
+            },
+            "nf4" => Ok(Method::Bnb4(
+                Bnb4Spec::parse(Bnb4Code::Nf4, &rest).map_err(bad)?,
+            )),
+            "fp4" => Ok(Method::Bnb4(
+                Bnb4Spec::parse(Bnb4Code::Fp4, &rest).map_err(bad)?,
+            )),
+            "sparsegpt" => Ok(Method::SparseGpt(
+                SparseGptSpec::parse(&rest).map_err(bad)?,
+            )),
+            "wanda" => match rest.as_slice() {
+                [sp] => Ok(Method::Wanda {
+                    sparsity: SparsitySpec::parse(sp).map_err(bad)?,
+                }),
+                _ => Err(bad("expected wanda:FRACTION or wanda:NofM")),
+            },
+            "kv" => Ok(Method::Kv {
+                kv: KvQuant::parse(&rest).map_err(bad)?,
+                base: Box::new(Method::reference()),
+            }),
             _ => Err(bad(
-                "unknown variant (fp32 f16 bf16 intN[:gN][:asym] gguf:TYPE prune:F[:layer] prune:NofM heads:L.H,... ablate:layer:L,... ablate:mlp:L:A-B,... noise:SIGMA[:sSEED])",
+                "unknown variant (fp32 f16 bf16 intN[:gN][:asym] gguf:TYPE prune:F[:layer] prune:NofM heads:L.H,... gptq:w4g128 awq:w4g128 smoothquant:w8a8 fp8 nf4 fp4 sparsegpt:0.5 wanda:2of4 kv:fp8 ablate:layer:L,... ablate:mlp:L:A-B,... noise:SIGMA[:sSEED], combined with +)",
             )),
         }
     }
@@ -501,6 +669,19 @@ impl Method {
             Method::Distill(_) => "distill",
             Method::Ablate { .. } => "ablate",
             Method::Noise { .. } => "noise",
+            Method::Gptq(_) => "gptq",
+            Method::Awq(_) => "awq",
+            Method::SmoothQuant(_) => "smoothquant",
+            Method::Fp8(_) => "fp8",
+            Method::Bnb4(b) => match b.code {
+                Bnb4Code::Nf4 => "nf4",
+                Bnb4Code::Fp4 => "fp4",
+            },
+            Method::SparseGpt(_) => "sparsegpt",
+            Method::Wanda { .. } => "wanda",
+            Method::Chain { .. } => "chain",
+            Method::Kv { base, .. } if **base == Method::reference() => "kv",
+            Method::Kv { base, .. } => base.family(),
         }
     }
 
@@ -516,6 +697,15 @@ impl Method {
             Method::Distill(_) => "distillation",
             Method::Ablate { .. } => "ablation",
             Method::Noise { .. } => "control",
+            Method::Gptq(_)
+            | Method::Awq(_)
+            | Method::SmoothQuant(_)
+            | Method::Fp8(_)
+            | Method::Bnb4(_)
+            | Method::Chain { .. } => "quantization",
+            Method::SparseGpt(_) | Method::Wanda { .. } => "pruning",
+            Method::Kv { base, .. } if **base == Method::reference() => "quantization",
+            Method::Kv { base, .. } => base.kind(),
         }
     }
 }
@@ -591,6 +781,26 @@ impl fmt::Display for Method {
                 }
                 Ok(())
             }
+            Method::Gptq(g) => write!(f, "{g}"),
+            Method::Awq(a) => write!(f, "{a}"),
+            Method::SmoothQuant(q) if q.alpha == 0.5 => f.write_str("smoothquant:w8a8"),
+            Method::SmoothQuant(q) => write!(f, "smoothquant:w8a8:{}", q.alpha),
+            Method::Fp8(p) if p.static_act => f.write_str("fp8:static"),
+            Method::Fp8(_) => f.write_str("fp8"),
+            Method::Bnb4(b) => write!(f, "{b}"),
+            Method::SparseGpt(p) => write!(f, "{p}"),
+            Method::Wanda { sparsity } => write!(f, "wanda:{sparsity}"),
+            Method::Chain { steps } => {
+                for (i, m) in steps.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("+")?;
+                    }
+                    write!(f, "{m}")?;
+                }
+                Ok(())
+            }
+            Method::Kv { kv, base } if **base == Method::reference() => write!(f, "{kv}"),
+            Method::Kv { kv, base } => write!(f, "{base}+{kv}"),
         }
     }
 }
@@ -696,6 +906,32 @@ mod tests {
             "ablate:mlp:1:0-64,2:64-128",
             "noise:0.05",
             "noise:0.05:s7",
+            "gptq:w4g128",
+            "gptq:w4g128:act",
+            "gptq:w3g64:asym",
+            "gptq:w8",
+            "gptq:w2g16:act:asym:damp0.1:block64",
+            "awq:w4g128",
+            "awq:w4g64:sym:grid10",
+            "smoothquant:w8a8",
+            "smoothquant:w8a8:0.8",
+            "fp8",
+            "fp8:static",
+            "nf4",
+            "fp4",
+            "nf4:dq",
+            "fp4:dq:b128",
+            "sparsegpt:0.5",
+            "sparsegpt:2of4",
+            "sparsegpt:0.6:damp0.1",
+            "wanda:0.5",
+            "wanda:2of4",
+            "sparsegpt:2of4+gptq:w4g128",
+            "wanda:0.5+int4:g32",
+            "kv:fp8",
+            "kv:int8",
+            "gptq:w4g128+kv:fp8",
+            "sparsegpt:2of4+gptq:w4g128+kv:int8",
         ] {
             let m = Method::parse(s, "variant").unwrap();
             assert_eq!(m.to_string(), s, "round trip of {s}");
@@ -723,6 +959,22 @@ mod tests {
             "noise:2",
             "noise:0.05:7",
             "zzz",
+            "gptq",
+            "gptq:w5g128",
+            "gptq:w4g0",
+            "gptq:w4g128:fast",
+            "gptq:w4g128:damp2",
+            "awq:w4g128:act",
+            "smoothquant:w8a8:1.5",
+            "smoothquant:w4a4",
+            "fp8:e5m2",
+            "nf4:b48",
+            "sparsegpt:1.0",
+            "wanda:4of2",
+            "kv:int4",
+            "gptq:w4g128+sparsegpt:0.5",
+            "int4+int8",
+            "kv:fp8+kv:int8",
         ] {
             let e = Method::parse(bad, "variants[0]").unwrap_err();
             assert!(e.to_string().contains("variants[0]"), "{e}");
@@ -736,5 +988,70 @@ mod tests {
         assert_eq!(GgufType::Q4K.bits_per_weight(), 4.5);
         assert_eq!(GgufType::Q2K.bits_per_weight(), 2.625);
         assert_eq!(GgufType::Q6K.bits_per_weight(), 6.5625);
+    }
+}
+
+#[cfg(test)]
+mod calibrated_tests {
+    use super::*;
+
+    #[test]
+    fn calibrated_parameters_and_needs() {
+        let m = Method::parse("gptq:w4g128:act", "v").unwrap();
+        assert_eq!(
+            m,
+            Method::Gptq(GptqSpec {
+                act_order: true,
+                ..GptqSpec::default()
+            })
+        );
+        assert!(m.needs_calibration());
+        assert!(!Method::parse("fp8", "v").unwrap().needs_calibration());
+        assert!(Method::parse("fp8:static", "v")
+            .unwrap()
+            .needs_calibration());
+        assert!(!Method::parse("nf4", "v").unwrap().needs_calibration());
+        assert!(Method::parse("wanda:0.5+int4:g32", "v")
+            .unwrap()
+            .needs_calibration());
+        assert!(!Method::parse("int4+kv:fp8", "v")
+            .unwrap()
+            .needs_calibration());
+        assert_eq!(
+            Method::parse("gptq:w4g128", "v").unwrap().kind(),
+            "quantization"
+        );
+        assert_eq!(Method::parse("wanda:2of4", "v").unwrap().kind(), "pruning");
+        let e = Method::parse("gptq:w4g128:fast", "variants[3]").unwrap_err();
+        assert!(e.to_string().contains("unknown gptq option"), "{e}");
+    }
+
+    #[test]
+    fn table_form_carries_every_parameter() {
+        let m: Method = toml::from_str(
+            "method = \"gptq\"\nbits = 3\ngroup = 64\nact_order = true\nasym = true\ndamp = 0.05\nblock = 64\n",
+        )
+        .unwrap();
+        assert_eq!(m.to_string(), "gptq:w3g64:act:asym:damp0.05:block64");
+        m.check("variants[0]").unwrap();
+        let bad: Method = toml::from_str("method = \"gptq\"\nbits = 5\n").unwrap();
+        let e = bad.check("variants[0]").unwrap_err();
+        assert!(e.to_string().contains("variants[0]"), "{e}");
+        let e = toml::from_str::<Method>("method = \"gptq\"\nbitz = 4\n").unwrap_err();
+        assert!(e.to_string().contains("bitz"), "{e}");
+        let m: Method = toml::from_str("method = \"smoothquant\"\nalpha = 0.75\n").unwrap();
+        assert_eq!(m.to_string(), "smoothquant:w8a8:0.75");
+        // Every shorthand survives a trip through its table form.
+        for s in [
+            "awq:w4g128",
+            "nf4:dq",
+            "sparsegpt:2of4",
+            "sparsegpt:2of4+gptq:w4g128+kv:fp8",
+        ] {
+            let m = Method::parse(s, "v").unwrap();
+            let t = toml::to_string(&m).unwrap();
+            let back: Method = toml::from_str(&t).unwrap();
+            assert_eq!(back, m, "{s} via {t}");
+        }
     }
 }

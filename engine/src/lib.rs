@@ -4,6 +4,7 @@
 //! generation, log-likelihood scoring and logit metrics.
 
 pub mod chat;
+pub mod calib;
 pub mod compress;
 pub mod config;
 pub mod device;

@@ -37,6 +37,13 @@ pub enum Linear {
 }
 
 impl Linear {
+    /// The bias added after the product, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Linear::Dense { b, .. } | Linear::Quant { b, .. } => b.as_ref(),
+        }
+    }
+
     /// The executable layer of a weight: dense weights are cast to the compute `dtype`.
     pub fn from_weight(w: LinearWeight, b: Option<Tensor>, dtype: DType) -> Result<Linear> {
         Ok(match w {

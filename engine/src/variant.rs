@@ -5,7 +5,11 @@ use candle_core::Device;
 use compsafe_core::{Method, Variant};
 use regex::Regex;
 
-use crate::compress::{compressor_for, default_selection, Compressed, HeadLayout, TensorStat};
+use crate::calib::{calibrate, CalibTokens};
+use crate::compress::{
+    calibrated_compressor_for, compressor_for, default_selection, Compressed, HeadLayout,
+    TensorStat,
+};
 use crate::error::{EngineError, Result};
 use crate::loader::Checkpoint;
 use crate::model::Model;
@@ -62,6 +66,16 @@ pub fn head_layout(ckpt: &Checkpoint) -> HeadLayout {
 
 /// Compresses the reference's selected tensors with the variant's method.
 pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed> {
+    compress_with(reference, variant, None)
+}
+
+/// [`compress`] for any method: calibrated methods (GPTQ, SparseGPT, Wanda, ...) run over
+/// `calib`'s token sequences, `batch` at a time, and fail without them.
+pub fn compress_with(
+    reference: &Checkpoint,
+    variant: &Variant,
+    calib: Option<(&CalibTokens, usize)>,
+) -> Result<Compressed> {
     let regex = match &variant.select {
         Some(r) => Some(Regex::new(r).map_err(|e| {
             EngineError::Invalid(format!(
@@ -93,22 +107,34 @@ pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed>
         return Ok(Compressed::default());
     }
     let layout = head_layout(reference);
-    let mut compressed = match &variant.method {
-        // An ablation names its tensors; those a GGUF file holds block-quantized are
-        // dequantized for it (an ablated matrix is stored dense).
-        Method::Ablate { target } => {
-            let ablate = crate::compress::Ablate::new(target.clone());
-            let mut weights = reference.weights.clone();
-            for name in ablate.tensors(&layout)?.into_keys() {
-                if let (false, Some(q)) =
-                    (weights.contains_key(&name), reference.quantized.get(&name))
-                {
-                    weights.insert(name, q.dequantize(&q.device())?);
+    let mut compressed = if variant.method.needs_calibration() {
+        let Some((tokens, batch)) = calib else {
+            return Err(EngineError::Invalid(format!(
+                "variant `{}`: `{}` needs calibration data",
+                variant.name, variant.method
+            )));
+        };
+        let compressor = calibrated_compressor_for(&variant.method)?;
+        calibrate(reference, tokens, batch, compressor.as_ref(), &selected)
+            .map_err(|e| EngineError::Invalid(format!("variant `{}`: {e}", variant.name)))?
+    } else {
+        match &variant.method {
+            // An ablation names its tensors; those a GGUF file holds block-quantized are
+            // dequantized for it (an ablated matrix is stored dense).
+            Method::Ablate { target } => {
+                let ablate = crate::compress::Ablate::new(target.clone());
+                let mut weights = reference.weights.clone();
+                for name in ablate.tensors(&layout)?.into_keys() {
+                    if let (false, Some(q)) =
+                        (weights.contains_key(&name), reference.quantized.get(&name))
+                    {
+                        weights.insert(name, q.dequantize(&q.device())?);
+                    }
                 }
+                crate::compress::Compressor::compress(&ablate, &weights, &selected, &layout)?
             }
-            crate::compress::Compressor::compress(&ablate, &weights, &selected, &layout)?
+            m => compressor_for(m)?.compress(&reference.weights, &selected, &layout)?,
         }
-        m => compressor_for(m)?.compress(&reference.weights, &selected, &layout)?,
     };
     if !variant.protect.is_empty() {
         crate::compress::protect::restore_heads(
@@ -137,6 +163,16 @@ pub fn derive(
     variant: &Variant,
     device: &Device,
 ) -> Result<DerivedVariant> {
+    derive_with(reference, variant, device, None)
+}
+
+/// [`derive`] with calibration sequences for calibrated methods (see [`compress_with`]).
+pub fn derive_with(
+    reference: &Checkpoint,
+    variant: &Variant,
+    device: &Device,
+    calib: Option<(&CalibTokens, usize)>,
+) -> Result<DerivedVariant> {
     if let Method::Checkpoint { path } = &variant.method {
         let other = Checkpoint::load(path, device)?;
         if other.config.vocab_size != reference.config.vocab_size {
@@ -158,7 +194,7 @@ pub fn derive(
             bytes,
         });
     }
-    let compressed = compress(reference, variant)?;
+    let compressed = compress_with(reference, variant, calib)?;
     let model = Model::with_variant(reference, &compressed)?;
     // Size: replaced tensors at their compressed size, the rest as stored in the reference.
     let mut bytes = compressed.bytes() as f64;

@@ -14,6 +14,14 @@
 //! | `heads:3.1,3.2` | [`heads`] | dense, the heads' `o_proj` columns zeroed |
 //! | `ablate:layer:0`, `ablate:mlp:1:192-256` | [`ablate`] | dense, output columns zeroed |
 //! | `noise:0.05` | [`noise`] | dense f32, `w + e` (the noise control) |
+//! | `gptq:w4g128[:act]` (calibrated) | [`gptq`] | dense f32 on the compressed-tensors grid |
+//! | `sparsegpt:0.5`, `sparsegpt:2of4` (calibrated) | [`sparsegpt`] | dense, with zeros |
+//! | `wanda:0.5`, `wanda:2of4` (calibrated) | [`wanda`] | dense, with zeros |
+//! | `awq:w4g128` (calibrated) | [`awq`] | dense f32 on the grid; scaled norm weights |
+//! | `sparsegpt:2of4+gptq:w4g128` (calibrated) | [`Chain`] | dense f32 on the grid, with zeros |
+//!
+//! Calibrated methods run layer by layer over calibration data ([`crate::calib`]) behind
+//! [`LayerCompressor`]; [`calibrated_compressor_for`] builds them.
 //!
 //! Which tensors a variant touches is decided by the caller (the variant's regex, else
 //! [`default_selection`]); head and layer ablation ignore the selection, since they name
@@ -27,22 +35,32 @@ use compsafe_core::{FloatType, Method};
 use crate::error::{EngineError, Result};
 
 pub mod ablate;
+pub mod awq;
 pub mod boundary;
 pub mod cast;
+pub mod ctgrid;
 pub mod gguf;
+pub mod gptq;
 pub mod heads;
 pub mod noise;
+pub mod linalg;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
+pub mod sparsegpt;
+pub mod wanda;
 
 pub use ablate::Ablate;
+pub use crate::calib::{Chain, LayerCompressor};
 pub use cast::Cast;
 pub use gguf::Gguf;
+pub use gptq::Gptq;
 pub use heads::HeadAblation;
 pub use noise::Noise;
 pub use prune::{MagnitudePrune, NofMPrune};
 pub use rtn::Rtn;
+pub use sparsegpt::SparseGpt;
+pub use wanda::Wanda;
 
 /// Reference weights by HF tensor name (`model.layers.0.self_attn.q_proj.weight`), in f32.
 pub type WeightMap = BTreeMap<String, Tensor>;
@@ -175,7 +193,82 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
                     .into(),
             ))
         }
+        m if m.needs_calibration() => {
+            return Err(EngineError::Invalid(format!(
+                "`{m}` needs calibration data: derive it with a calibration set"
+            )))
+        }
+        m => {
+            return Err(EngineError::Invalid(format!(
+                "`{m}` is not available in this build yet (its numerics come with the \
+                 quantized formats)"
+            )))
+        }
     })
+}
+
+/// The calibrated compressor of a method that needs calibration data.
+pub fn calibrated_compressor_for(method: &Method) -> Result<Box<dyn LayerCompressor>> {
+    Ok(match method {
+        Method::Gptq(g) => Box::new(gptq_of(g, false)),
+        Method::SparseGpt(p) => Box::new(SparseGpt {
+            sparsity: sparsity(p.sparsity),
+            damp: p.damp,
+            block: p.block,
+        }),
+        Method::Awq(a) => Box::new(awq::Awq::new(awq::AwqParams {
+            bits: a.bits,
+            group: a.group,
+            symmetric: a.sym,
+            grid: a.grid,
+        })),
+        Method::Wanda { sparsity: sp } => Box::new(Wanda {
+            sparsity: sparsity(*sp),
+        }),
+        Method::Chain { steps } if steps.len() == 2 => {
+            let first = calibrated_compressor_for(&steps[0])?;
+            let second: Box<dyn LayerCompressor> = match &steps[1] {
+                Method::Gptq(g) => Box::new(gptq_of(g, true)),
+                other => {
+                    return Err(EngineError::Invalid(format!(
+                        "`{method}`: a calibrated pruner combines with gptq; `{other}` is not \
+                         supported after it yet"
+                    )))
+                }
+            };
+            Box::new(Chain {
+                steps: vec![first, second],
+            })
+        }
+        m => {
+            return Err(EngineError::Invalid(format!(
+                "`{m}` has no calibrated compressor in this build yet"
+            )))
+        }
+    })
+}
+
+fn gptq_of(g: &compsafe_core::calibrated::GptqSpec, keep_zero: bool) -> Gptq {
+    Gptq {
+        params: gptq::GptqParams {
+            bits: g.bits,
+            group: g.group,
+            symmetric: !g.asym,
+            act_order: g.act_order,
+            damp: g.damp,
+            block: g.block,
+        },
+        keep_zero,
+    }
+}
+
+fn sparsity(s: compsafe_core::calibrated::SparsitySpec) -> sparsegpt::Sparsity {
+    match s {
+        compsafe_core::calibrated::SparsitySpec::Fraction(f) => sparsegpt::Sparsity::Fraction(f),
+        compsafe_core::calibrated::SparsitySpec::NofM { n, m } => {
+            sparsegpt::Sparsity::NofM { n, m }
+        }
+    }
 }
 
 /// The tensors a variant compresses when it gives no selection regex: the linear weights of

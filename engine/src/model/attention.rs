@@ -5,6 +5,7 @@
 use candle_core::{Tensor, D};
 
 use super::rope::{rotate, Rotation};
+use super::tap::{LayerTap, LinearSite};
 use super::Model;
 use crate::error::Result;
 use crate::linear::Linear;
@@ -47,6 +48,7 @@ impl Attention {
         h: &Tensor,
         input: &AttentionInput<'_>,
         cache: &mut super::KvCache,
+        tap: &mut LayerTap<'_, '_>,
     ) -> Result<Tensor> {
         let cfg = &model.config;
         let (b, s, _) = h.dims3()?;
@@ -54,9 +56,9 @@ impl Attention {
         let (heads, kv, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (q, k, v) = match &self.qkv {
             Qkv::Separate { q, k, v } => (
-                q.forward(h, flat)?,
-                k.forward(h, flat)?,
-                v.forward(h, flat)?,
+                tap.linear(LinearSite::Q, q, h)?,
+                tap.linear(LinearSite::K, k, h)?,
+                tap.linear(LinearSite::V, v, h)?,
             ),
             Qkv::Fused(qkv) => {
                 let y = qkv.forward(h, flat)?;
@@ -112,7 +114,7 @@ impl Attention {
             model.softmax(&att)?.matmul(&v)?
         };
         let out = out.transpose(1, 2)?.reshape((b, s, heads * d))?;
-        self.o.forward(&out, flat)
+        tap.linear(LinearSite::O, &self.o, &out)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Tensor, D};
 
+use super::tap::{LayerTap, LinearSite};
 use crate::config::Activation;
 use crate::error::{EngineError, Result};
 use crate::linear::Linear;
@@ -120,11 +121,16 @@ impl Moe {
 }
 
 impl Mlp {
-    /// The MLP of `h` (`[b, s, hidden]`).
-    pub fn forward(&self, h: &Tensor, act: Activation, flat: bool) -> Result<Tensor> {
+    /// The MLP of `h` (`[b, s, hidden]`); separate projections of a dense MLP go through `tap`.
+    pub fn forward(&self, h: &Tensor, act: Activation, tap: &mut LayerTap<'_, '_>) -> Result<Tensor> {
         match self {
-            Mlp::Dense(m) => m.forward(h, act, flat),
-            Mlp::Moe(m) => m.forward(h, act, flat),
+            Mlp::Dense(GatedMlp::Separate { gate, up, down }) => {
+                let a = (activate(&tap.linear(LinearSite::Gate, gate, h)?, act)?
+                    * tap.linear(LinearSite::Up, up, h)?)?;
+                tap.linear(LinearSite::Down, down, &a)
+            }
+            Mlp::Dense(m) => m.forward(h, act, tap.flat),
+            Mlp::Moe(m) => m.forward(h, act, tap.flat),
         }
     }
 }

@@ -18,11 +18,14 @@ mod attention;
 mod cache;
 mod mlp;
 mod rope;
+mod tap;
 
 use attention::{Attention, AttentionInput, Qkv};
 pub use cache::KvCache;
 use mlp::{GatedMlp, Mlp, Moe};
 use rope::RopeTables;
+pub use tap::{LinearSite, LinearTap};
+use tap::LayerTap;
 
 /// Additive mask value for keys a query may not see. Finite, so fully masked (padding) rows
 /// stay finite instead of spreading NaN through the cache.
@@ -358,17 +361,99 @@ impl Model {
         mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
+        let x = self.embed(ids)?;
+        let x = self.run_layers(x, positions, mask, cache, 0..self.layers.len(), None)?;
+        cache.advance(ids.dim(1)?);
+        self.norm(&x, &self.norm)
+    }
+
+    /// The input embeddings of `ids` (`[batch, seq]`, u32): `[batch, seq, hidden]` (scaled by
+    /// `sqrt(hidden)` where the architecture does).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let cfg = &self.config;
-        let p = &cfg.arch_params;
-        let mut x =
-            self.embed
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, s, cfg.hidden_size))?;
-        if p.embed_scale {
+        let x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, s, cfg.hidden_size))?;
+        Ok(if cfg.arch_params.embed_scale {
             // transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
-            x = (x * f64::from((cfg.hidden_size as f64).sqrt() as f32))?;
+            (x * f64::from((cfg.hidden_size as f64).sqrt() as f32))?
+        } else {
+            x
+        })
+    }
+
+    /// Runs decoder layer `layer` alone over hidden states `x` (`[batch, seq, hidden]`, the
+    /// sequences unpadded and starting at position 0, causal attention), without a KV cache,
+    /// handing every separate linear layer's input to `tap`. Returns the layer's output hidden
+    /// states.
+    pub fn layer_forward(&self, layer: usize, x: &Tensor, tap: &mut LinearTap) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        if layer >= self.layers.len() {
+            return Err(EngineError::Invalid(format!(
+                "layer_forward: no decoder layer {layer}"
+            )));
         }
+        let pos: Vec<Vec<i64>> = vec![(0..s as i64).collect(); b];
+        let positions = Tensor::from_vec(
+            pos.iter().flatten().map(|&p| p as u32).collect::<Vec<_>>(),
+            (b, s),
+            &self.device,
+        )?;
+        let mask = self.mask(&pos, &pos)?;
+        let mut cache = KvCache::new(self.config.num_layers);
+        self.run_layers(
+            x.clone(),
+            &positions,
+            Some(&mask),
+            &mut cache,
+            layer..layer + 1,
+            Some(tap),
+        )
+    }
+
+    /// Replaces the weight of one separate linear layer (a calibrated compressor installs layer
+    /// `l`'s compressed weights before the calibration data flows on to layer `l + 1`).
+    pub fn set_linear(&mut self, layer: usize, site: LinearSite, w: LinearWeight) -> Result<()> {
+        let dtype = self.dtype;
+        let l = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| EngineError::Invalid(format!("set_linear: no decoder layer {layer}")))?;
+        let slot = match (site, &mut l.attn.qkv, &mut l.mlp) {
+            (LinearSite::Q, Qkv::Separate { q, .. }, _) => q,
+            (LinearSite::K, Qkv::Separate { k, .. }, _) => k,
+            (LinearSite::V, Qkv::Separate { v, .. }, _) => v,
+            (LinearSite::O, _, _) => &mut l.attn.o,
+            (LinearSite::Gate, _, Mlp::Dense(GatedMlp::Separate { gate, .. })) => gate,
+            (LinearSite::Up, _, Mlp::Dense(GatedMlp::Separate { up, .. })) => up,
+            (LinearSite::Down, _, Mlp::Dense(GatedMlp::Separate { down, .. })) => down,
+            _ => {
+                return Err(EngineError::Invalid(format!(
+                    "layer {layer} has no separate {} (fused projections and experts are not \
+                     calibrated)",
+                    site.module()
+                )))
+            }
+        };
+        *slot = Linear::from_weight(w, slot.bias().cloned(), dtype)?;
+        Ok(())
+    }
+
+    /// Runs decoder layers `range` over `x`, handing every separate linear layer's input to
+    /// `tap`.
+    fn run_layers(
+        &self,
+        mut x: Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+        range: std::ops::Range<usize>,
+        mut tap: Option<&mut LinearTap>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let p = &cfg.arch_params;
         let rot_full = self.rope_full.rotation(positions)?;
         let rot_sliding = match &self.rope_sliding {
             Some(t) => Some(t.rotation(positions)?),
@@ -390,8 +475,19 @@ impl Model {
             None => 1.0 / (cfg.head_dim as f64).sqrt(),
         };
         let flat = self.fast_paths;
-        for (i, layer) in self.layers.iter().enumerate() {
+        for (i, layer) in self
+            .layers
+            .iter()
+            .enumerate()
+            .take(range.end)
+            .skip(range.start)
+        {
             let _span = tracing::trace_span!("layer", i).entered();
+            let mut tap = LayerTap {
+                tap: tap.as_deref_mut(),
+                layer: i,
+                flat,
+            };
             let sliding = layer.kind == LayerKind::Sliding;
             let input = AttentionInput {
                 rotation: match (&rot_sliding, sliding) {
@@ -407,20 +503,19 @@ impl Model {
                 softcap: p.attn_logit_softcapping,
             };
             let h = self.norm(&x, &layer.attn_norm)?;
-            let mut h = layer.attn.forward(self, i, &h, &input, cache)?;
+            let mut h = layer.attn.forward(self, i, &h, &input, cache, &mut tap)?;
             if let Some(w) = &layer.attn_out_norm {
                 h = self.norm(&h, w)?;
             }
             x = (x + h)?;
             let h = self.norm(&x, &layer.mlp_norm)?;
-            let mut h = layer.mlp.forward(&h, p.activation, flat)?;
+            let mut h = layer.mlp.forward(&h, p.activation, &mut tap)?;
             if let Some(w) = &layer.mlp_out_norm {
                 h = self.norm(&h, w)?;
             }
             x = (x + h)?;
         }
-        cache.advance(s);
-        self.norm(&x, &self.norm)
+        Ok(x)
     }
 
     /// Output logits for hidden states of any leading shape (`[..., hidden]` -> `[..., vocab]`),
