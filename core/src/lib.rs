@@ -15,6 +15,7 @@
 pub mod aggregate;
 pub mod error;
 pub mod gate;
+pub mod gguf;
 pub mod judge;
 pub mod mc;
 pub mod render;
@@ -30,5 +31,6 @@ pub use report::{Cell, Record, Report};
 pub use spec::{Spec, Validated};
 pub use suite::{Expect, Prompt, Suite, SuiteSource};
 pub use variant::{
-    DistillSpec, FloatType, GgufType, HeadRef, Method, PruneScope, StudentInit, Variant,
+    DistillSpec, FloatType, GgufFtype, GgufType, HeadRef, ImatrixSource, Method, PruneScope,
+    StudentInit, Variant,
 };

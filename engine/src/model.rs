@@ -195,6 +195,9 @@ impl Model {
             if let Some(q) = ckpt.quantized.get(name) {
                 return Ok(LinearWeight::Quantized(Arc::clone(q)));
             }
+            if let Some(b) = ckpt.blocks.get(name) {
+                return Ok(LinearWeight::Blocks(Arc::clone(b)));
+            }
             Err(EngineError::Invalid(format!("tensor `{name}` is missing")))
         };
         let linear = |name: &str, bias: bool| -> Result<Linear> {
@@ -222,8 +225,15 @@ impl Model {
         }
         let embed = dense("model.embed_tokens.weight")?;
         let lm_head = if cfg.tie_word_embeddings {
-            match variant.weights.get("lm_head.weight") {
-                Some(w) => Linear::from_weight(w.clone(), None, dtype)?,
+            // A GGUF file's tied output projection is its (quantized) token embedding.
+            let stored = || weight("lm_head.weight").ok();
+            match variant
+                .weights
+                .get("lm_head.weight")
+                .cloned()
+                .or_else(stored)
+            {
+                Some(w) => Linear::from_weight(w, None, dtype)?,
                 None => Linear::Dense {
                     w: embed.clone(),
                     b: None,

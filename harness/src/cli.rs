@@ -376,12 +376,28 @@ pub struct SearchArgs {
 /// Arguments of `compsafe quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Hugging Face model directory (Llama architecture).
+    /// Hugging Face model directory, or an f32/f16 GGUF file (as `llama-quantize` takes).
     #[arg(long)]
     pub model: PathBuf,
-    /// Block type of the 2-D weights: q8_0 q4_0 q4_1 q5_0 q5_1 q2k q3k q4k q5k q6k, or f32.
+    /// llama.cpp's file type (q4_k_m q5_k_m q3_k_m q2_k q6_k q8_0 iq4_xs ...: its per-tensor
+    /// recipe), one block type for every quantizable tensor (q4k q6k iq4xs ...), or f32.
     #[arg(long = "type")]
     pub ty: String,
+    /// Every quantizable tensor in the file type's default type (llama-quantize --pure).
+    #[arg(long)]
+    pub pure: bool,
+    /// Importance matrix from llama-imatrix (legacy .dat/.imatrix or GGUF).
+    #[arg(long, conflicts_with = "calib")]
+    pub imatrix: Option<PathBuf>,
+    /// Compute the importance matrix from this bundled suite's prompts, as llama-imatrix does.
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// Tokens per chunk of the calibration text (llama-imatrix's -c).
+    #[arg(long, default_value_t = 512)]
+    pub calib_ctx: usize,
+    /// Also write the computed importance matrix here (GGUF format).
+    #[arg(long, requires = "calib")]
+    pub imatrix_out: Option<PathBuf>,
     /// Output .gguf file.
     #[arg(long)]
     pub out: PathBuf,

@@ -77,26 +77,52 @@ pub fn create(args: &ManifestCreateArgs) -> Result<Outcome, Failure> {
 
 /// `compsafe quantize`.
 pub fn quantize(args: &QuantizeArgs) -> Result<Outcome, Failure> {
-    let ty = if args.ty.eq_ignore_ascii_case("f32") {
-        None
-    } else {
-        match compsafe_core::Method::parse(&format!("gguf:{}", args.ty), "--type")? {
-            compsafe_core::Method::Gguf { ty } => Some(ty),
-            _ => {
-                return Err(Failure::input(format!(
-                    "--type = {:?}: not a GGUF type",
-                    args.ty
-                )))
-            }
-        }
-    };
+    use compsafe_engine::gguf_quantize::{quantize_path, QuantizeRequest};
     if args.out.exists() && !args.force {
         return Err(Failure::input(format!(
             "--out {}: the file exists (--force replaces it)",
             args.out.display()
         )));
     }
-    let w = compsafe_engine::gguf_write::write_gguf(&args.model, ty, &args.out)?;
+    let req = if args.ty.eq_ignore_ascii_case("f32") {
+        if args.pure || args.imatrix.is_some() || args.calib.is_some() {
+            return Err(Failure::input(
+                "--type f32 takes no --pure, --imatrix or --calib",
+            ));
+        }
+        None
+    } else {
+        let mut req = match compsafe_core::Method::parse(&format!("gguf:{}", args.ty), "--type")? {
+            compsafe_core::Method::GgufFile { ftype, .. } => QuantizeRequest::recipe(ftype),
+            compsafe_core::Method::Gguf { ty } => QuantizeRequest::one_type(ty),
+            _ => {
+                return Err(Failure::input(format!(
+                    "--type = {:?}: not a GGUF type",
+                    args.ty
+                )))
+            }
+        };
+        req.pure |= args.pure;
+        if let Some(p) = &args.imatrix {
+            let im = compsafe_engine::ggml::imatrix::Imatrix::read(p)
+                .map_err(|e| Failure::input(format!("--imatrix {}: {e}", p.display())))?;
+            req.imatrix = Some((im, p.display().to_string()));
+        }
+        if let Some(suite) = &args.calib {
+            let im = compsafe_engine::ggml::imatrix_compute::from_suite(
+                &args.model,
+                suite,
+                args.calib_ctx,
+            )?;
+            if let Some(o) = &args.imatrix_out {
+                im.write_gguf(o)
+                    .map_err(|e| Failure::input(format!("--imatrix-out {}: {e}", o.display())))?;
+            }
+            req.imatrix = Some((im, suite.clone()));
+        }
+        Some(req)
+    };
+    let w = quantize_path(&args.model, req.as_ref(), &args.out)?;
     println!(
         "wrote {} ({} tensors, {} bytes)",
         args.out.display(),
