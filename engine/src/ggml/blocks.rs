@@ -1,7 +1,9 @@
 //! A matrix stored in ggml blocks of a type candle's quantized matmul does not execute (the
 //! i-quants, TQ1_0, TQ2_0): kept as its blocks and multiplied by decoding one weight row at a
-//! time into f32 (dequantize-then-matmul without materializing the matrix). Activations stay
-//! in f32 (llama.cpp quantizes them to Q8_K for these types, so results differ in rounding).
+//! time into f32 (dequantize-then-matmul without materializing the matrix). As llama.cpp's
+//! CPU backend does for these types, the activations are first quantized to the type's
+//! `vec_dot_type` (Q8_0 for IQ4_NL, Q8_K for the others), so the products are llama.cpp's up
+//! to the order of the float sums.
 
 use std::sync::Arc;
 
@@ -96,6 +98,39 @@ impl BlockTensor {
         )?)
     }
 
+    /// The type llama.cpp's CPU backend quantizes this type's activations to.
+    pub fn activation_type(&self) -> GgmlType {
+        match self.ty {
+            GgmlType::IQ4NL | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+            GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
+            _ => GgmlType::Q8K,
+        }
+    }
+
+    /// Activation rows of `k` values rounded through [`activation_type`](Self::activation_type)
+    /// as llama.cpp's x86 CPU backend does: Q8_K with ggml's reference rule, Q8_0 with its
+    /// vectorized one (`quantize_row_q8_0`: multiplier `127 / amax`, rounding half to even).
+    fn quantize_activations(&self, mut xs: Vec<f32>, k: usize) -> Result<Vec<f32>> {
+        let at = self.activation_type();
+        if at == GgmlType::F32 || at == GgmlType::Q8_1 || !k.is_multiple_of(at.block_size()) {
+            return Ok(xs);
+        }
+        if at == GgmlType::Q8_0 {
+            for b in xs.chunks_exact_mut(32) {
+                let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let d = super::f16_round(amax / 127.0);
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                for v in b.iter_mut() {
+                    *v = (*v * id).round_ties_even() * d;
+                }
+            }
+            return Ok(xs);
+        }
+        let q = super::quantize(at, &xs, k, None).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        dequantize(at, &q, xs.len()).map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
     /// `x W^T` for `x` of shape `[..., cols]` on the CPU (any float dtype; computed in f32,
     /// returned in `x`'s dtype).
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
@@ -111,6 +146,7 @@ impl BlockTensor {
         }
         let m = x.elem_count() / k.max(1);
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let xs = self.quantize_activations(xs, k)?;
         let mut y = vec![0.0f32; m * self.rows];
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())

@@ -362,6 +362,16 @@ pub fn header_bytes(kv: &[(String, Value)], tensors: &[OutTensor<'_>], alignment
     out
 }
 
+/// The whole GGUF v3 file in memory (what [`write`] writes).
+pub fn to_bytes(kv: &[(String, Value)], tensors: &[OutTensor<'_>], alignment: u64) -> Vec<u8> {
+    let mut out = header_bytes(kv, tensors, alignment);
+    for t in tensors {
+        out.extend_from_slice(&t.data);
+        pad_to(&mut out, alignment);
+    }
+    out
+}
+
 /// Writes a GGUF v3 file to `path` (through a `.partial` file renamed at the end).
 pub fn write(
     path: &Path,
