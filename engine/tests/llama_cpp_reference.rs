@@ -26,11 +26,15 @@ fn fixtures() -> PathBuf {
 }
 
 fn manifest() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+        .unwrap()
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -42,7 +46,10 @@ fn bytes_of(m: &GgufModel) -> Vec<u8> {
 }
 
 fn ggml_type(name: &str) -> GgmlType {
-    (0..40).filter_map(GgmlType::from_id).find(|t| t.name() == name).unwrap()
+    (0..40)
+        .filter_map(GgmlType::from_id)
+        .find(|t| t.name() == name)
+        .unwrap()
 }
 
 #[test]
@@ -50,7 +57,8 @@ fn blocks_equal_ggml_for_every_type_written_with_and_without_an_importance_matri
     let m = manifest();
     let b = &m["blocks"];
     let dir = fixtures().join("blocks");
-    let src = f32s(&std::fs::read(root().join("engine/tests/fixtures/gguf/source.f32.bin")).unwrap());
+    let src =
+        f32s(&std::fs::read(root().join("engine/tests/fixtures/gguf/source.f32.bin")).unwrap());
     let im = f32s(&std::fs::read(dir.join("imatrix.f32.bin")).unwrap());
     let mut checked = Vec::new();
     let mut not_written = Vec::new();
@@ -66,7 +74,11 @@ fn blocks_equal_ggml_for_every_type_written_with_and_without_an_importance_matri
             let got = quantize(ty, &src, 512, imatrix).unwrap();
             assert_eq!(got.len(), want.len(), "{name} {kind}");
             let first = got.iter().zip(&want).position(|(a, b)| a != b);
-            assert!(first.is_none(), "{name} {kind}: first differing byte {first:?} (block {})", first.unwrap_or(0) / ty.type_size());
+            assert!(
+                first.is_none(),
+                "{name} {kind}: first differing byte {first:?} (block {})",
+                first.unwrap_or(0) / ty.type_size()
+            );
             checked.push(format!("{name}/{kind}"));
         }
         // Every i-quant and ternary type is decoded as ggml decodes it, bit for bit.
@@ -93,7 +105,13 @@ fn compsafe_files(m: &Value) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
         .into_iter()
         .map(|k| {
             let name = m["imatrix"][k].as_str().unwrap();
-            (k, (Imatrix::read(&fixtures().join(name)).unwrap(), name.to_string()))
+            (
+                k,
+                (
+                    Imatrix::read(&fixtures().join(name)).unwrap(),
+                    name.to_string(),
+                ),
+            )
         })
         .collect();
     for key in m["files"].as_object().unwrap().keys() {
@@ -104,7 +122,8 @@ fn compsafe_files(m: &Value) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
             Some((f, k)) => (f, Some(imatrices[k].clone())),
             None => (key.as_str(), None),
         };
-        let Method::GgufFile { ftype, .. } = Method::parse(&format!("gguf:{ft}"), "t").unwrap() else {
+        let Method::GgufFile { ftype, .. } = Method::parse(&format!("gguf:{ft}"), "t").unwrap()
+        else {
             panic!("{key}")
         };
         let mut req = QuantizeRequest::recipe(ftype);
@@ -126,13 +145,27 @@ fn files_equal_llama_quantize_for_every_file_type_written() {
     let (files, skipped) = compsafe_files(&m);
     for (key, bytes) in &files {
         let want = &m["files"][key];
-        assert_eq!(bytes.len() as u64, want["bytes"].as_u64().unwrap(), "{key}: size");
-        assert_eq!(hex(bytes), want["sha256"].as_str().unwrap(), "{key}: sha256");
+        assert_eq!(
+            bytes.len() as u64,
+            want["bytes"].as_u64().unwrap(),
+            "{key}: size"
+        );
+        assert_eq!(
+            hex(bytes),
+            want["sha256"].as_str().unwrap(),
+            "{key}: sha256"
+        );
     }
-    eprintln!("byte-identical files: {:?}\nnot yet written: {skipped:?}", files.keys().collect::<Vec<_>>());
+    eprintln!(
+        "byte-identical files: {:?}\nnot yet written: {skipped:?}",
+        files.keys().collect::<Vec<_>>()
+    );
     // The file types built on the i-quants below IQ4 are the ones not written yet.
     for s in &skipped {
-        assert!(s.starts_with("iq3") || s.starts_with("iq2") || s.starts_with("iq1"), "{s}");
+        assert!(
+            s.starts_with("iq3") || s.starts_with("iq2") || s.starts_with("iq1"),
+            "{s}"
+        );
     }
     let _ = GgufFtype::Q4KM;
 }
@@ -154,14 +187,25 @@ fn compare_greedy(key: &str, bytes: &[u8], g: &Value) -> Compared {
     let prompts: Vec<Vec<u32>> = serde_json::from_value(g["prompt_ids"].clone()).unwrap();
     let entry = &g["models"][key];
     let want_tokens: Vec<Vec<u32>> = serde_json::from_value(entry["tokens"].clone()).unwrap();
-    let read = |k: &str| f32s(&std::fs::read(fixtures().join("greedy").join(entry[k].as_str().unwrap())).unwrap());
+    let read = |k: &str| {
+        f32s(&std::fs::read(fixtures().join("greedy").join(entry[k].as_str().unwrap())).unwrap())
+    };
     let (repacked, plain) = (read("logits"), read("logits_norepack"));
     let vocab = ck.config.vocab_size;
     let (mut max_logit_diff, mut max_repacked) = (0.0f32, 0.0f32);
     for (i, p) in prompts.iter().enumerate() {
-        let ids = Tensor::new(p.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let ids = Tensor::new(p.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let logits = model.forward_logits(&ids).unwrap();
-        let last: Vec<f32> = logits.squeeze(0).unwrap().get(p.len() - 1).unwrap().to_vec1().unwrap();
+        let last: Vec<f32> = logits
+            .squeeze(0)
+            .unwrap()
+            .get(p.len() - 1)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let row = i * vocab..(i + 1) * vocab;
         let mut per = 0.0f32;
         for ((a, b), c) in last.iter().zip(&plain[row.clone()]).zip(&repacked[row]) {
@@ -184,7 +228,12 @@ fn compare_greedy(key: &str, bytes: &[u8], g: &Value) -> Compared {
         equal.push(&gen.tokens == want);
         first_diff.push(gen.tokens.iter().zip(want).position(|(a, b)| a != b));
     }
-    Compared { equal, max_logit_diff, max_repacked, first_diff }
+    Compared {
+        equal,
+        max_logit_diff,
+        max_repacked,
+        first_diff,
+    }
 }
 
 #[test]
@@ -211,15 +260,27 @@ fn greedy_tokens_and_logits_match_llama_cpp() {
             "q8_0" => 0.1,
             _ => 1e-5,
         };
-        assert!(c.max_logit_diff <= bound, "{key}: logits differ by {} (bound {bound})", c.max_logit_diff);
+        assert!(
+            c.max_logit_diff <= bound,
+            "{key}: logits differ by {} (bound {bound})",
+            c.max_logit_diff
+        );
         for (i, eq) in c.equal.iter().enumerate() {
             if key == "q8_0" && i == 2 {
                 // The one greedy divergence: after 16 equal tokens, at a step whose logits
                 // differ by the Q8_0 activation rounding above.
-                assert!(c.first_diff[i].unwrap_or(usize::MAX) >= 16, "{key} prompt {i}: {:?}", c.first_diff[i]);
+                assert!(
+                    c.first_diff[i].unwrap_or(usize::MAX) >= 16,
+                    "{key} prompt {i}: {:?}",
+                    c.first_diff[i]
+                );
                 continue;
             }
-            assert!(eq, "{key} prompt {i}: first differing token {:?}", c.first_diff[i]);
+            assert!(
+                eq,
+                "{key} prompt {i}: first differing token {:?}",
+                c.first_diff[i]
+            );
         }
         report.push(format!(
             "{key}: tokens equal {:?} first diff {:?}, max |logit diff| {:.2e} (repacked defaults {:.2e})",
@@ -246,15 +307,26 @@ fn files_compsafe_writes_load_in_llama_cpp_with_the_same_greedy_tokens() {
 #[test]
 fn the_importance_matrix_computed_from_a_suite_is_llama_imatrix_s() {
     let m = manifest();
-    let calib = std::fs::read_to_string(fixtures().join(m["imatrix"]["calibration"].as_str().unwrap())).unwrap();
-    assert_eq!(compsafe_engine::ggml::imatrix_compute::suite_text("fixture-benign").unwrap(), calib);
-    let reference = Imatrix::read(&fixtures().join(m["imatrix"]["gguf"].as_str().unwrap())).unwrap();
+    let calib =
+        std::fs::read_to_string(fixtures().join(m["imatrix"]["calibration"].as_str().unwrap()))
+            .unwrap();
+    assert_eq!(
+        compsafe_engine::ggml::imatrix_compute::suite_text("fixture-benign").unwrap(),
+        calib
+    );
+    let reference =
+        Imatrix::read(&fixtures().join(m["imatrix"]["gguf"].as_str().unwrap())).unwrap();
     let n_ctx = m["imatrix"]["chunk"].as_u64().unwrap() as usize;
-    let ck = compsafe_engine::Checkpoint::load(&root().join("models/tiny-safety"), &Device::Cpu).unwrap();
-    let ours = compsafe_engine::ggml::imatrix_compute::of_checkpoint(&ck, "fixture-benign", n_ctx).unwrap();
+    let ck = compsafe_engine::Checkpoint::load(&root().join("models/tiny-safety"), &Device::Cpu)
+        .unwrap();
+    let ours = compsafe_engine::ggml::imatrix_compute::of_checkpoint(&ck, "fixture-benign", n_ctx)
+        .unwrap();
     assert_eq!(ours.chunk_count, reference.chunk_count);
     assert_eq!(ours.chunk_size, reference.chunk_size);
-    assert_eq!(ours.entries.keys().collect::<Vec<_>>(), reference.entries.keys().collect::<Vec<_>>());
+    assert_eq!(
+        ours.entries.keys().collect::<Vec<_>>(),
+        reference.entries.keys().collect::<Vec<_>>()
+    );
     let mut worst = 0.0f64;
     for (name, e) in &reference.entries {
         let o = &ours.entries[name];
@@ -268,9 +340,15 @@ fn the_importance_matrix_computed_from_a_suite_is_llama_imatrix_s() {
     // The legacy file holds the same statistics as sum / count * ncall.
     let legacy = Imatrix::read(&fixtures().join(m["imatrix"]["dat"].as_str().unwrap())).unwrap();
     for name in reference.entries.keys() {
-        let (a, b) = (legacy.importance(name).unwrap(), reference.importance(name).unwrap());
+        let (a, b) = (
+            legacy.importance(name).unwrap(),
+            reference.importance(name).unwrap(),
+        );
         for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-6), "{name}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-6 * y.abs().max(1e-6),
+                "{name}: {x} vs {y}"
+            );
         }
     }
 }

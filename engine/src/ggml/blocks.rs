@@ -127,7 +127,8 @@ impl BlockTensor {
             }
             return Ok(xs);
         }
-        let q = super::quantize(at, &xs, k, None).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let q =
+            super::quantize(at, &xs, k, None).map_err(|e| EngineError::Invalid(e.to_string()))?;
         dequantize(at, &q, xs.len()).map_err(|e| EngineError::Invalid(e.to_string()))
     }
 
