@@ -14,6 +14,7 @@ use crate::calibrated::{
     SparsitySpec,
 };
 use crate::error::FieldError;
+pub use crate::gguf::{GgufFtype, GgufType, ImatrixSource};
 
 /// Floating-point storage type of a dtype-cast variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -34,110 +35,6 @@ impl FloatType {
             FloatType::F32 => 32.0,
             FloatType::F16 | FloatType::Bf16 => 16.0,
         }
-    }
-}
-
-/// The GGUF block-quantized weight types that candle can execute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum GgufType {
-    /// 8-bit, blocks of 32, one f16 scale.
-    Q8_0,
-    /// 4-bit symmetric, blocks of 32.
-    Q4_0,
-    /// 4-bit with minimum, blocks of 32.
-    Q4_1,
-    /// 5-bit symmetric, blocks of 32.
-    Q5_0,
-    /// 5-bit with minimum, blocks of 32.
-    Q5_1,
-    /// 2-bit k-quant, super-blocks of 256.
-    Q2K,
-    /// 3-bit k-quant.
-    Q3K,
-    /// 4-bit k-quant.
-    Q4K,
-    /// 5-bit k-quant.
-    Q5K,
-    /// 6-bit k-quant.
-    Q6K,
-    /// 8-bit k-quant (dequantized on GPUs).
-    Q8K,
-}
-
-impl GgufType {
-    /// Every type, in the order they are documented.
-    pub const ALL: [GgufType; 11] = [
-        GgufType::Q8_0,
-        GgufType::Q4_0,
-        GgufType::Q4_1,
-        GgufType::Q5_0,
-        GgufType::Q5_1,
-        GgufType::Q2K,
-        GgufType::Q3K,
-        GgufType::Q4K,
-        GgufType::Q5K,
-        GgufType::Q6K,
-        GgufType::Q8K,
-    ];
-
-    /// Canonical lower-case short name (`q4k`, `q8_0`).
-    pub fn short_name(self) -> &'static str {
-        match self {
-            GgufType::Q8_0 => "q8_0",
-            GgufType::Q4_0 => "q4_0",
-            GgufType::Q4_1 => "q4_1",
-            GgufType::Q5_0 => "q5_0",
-            GgufType::Q5_1 => "q5_1",
-            GgufType::Q2K => "q2k",
-            GgufType::Q3K => "q3k",
-            GgufType::Q4K => "q4k",
-            GgufType::Q5K => "q5k",
-            GgufType::Q6K => "q6k",
-            GgufType::Q8K => "q8k",
-        }
-    }
-
-    /// Elements per block.
-    pub fn block_size(self) -> usize {
-        match self {
-            GgufType::Q8_0 | GgufType::Q4_0 | GgufType::Q4_1 | GgufType::Q5_0 | GgufType::Q5_1 => {
-                32
-            }
-            _ => 256,
-        }
-    }
-
-    /// Bytes per block (ggml's layout).
-    pub fn type_size(self) -> usize {
-        match self {
-            GgufType::Q8_0 => 34,
-            GgufType::Q4_0 => 18,
-            GgufType::Q4_1 => 20,
-            GgufType::Q5_0 => 22,
-            GgufType::Q5_1 => 24,
-            GgufType::Q2K => 84,
-            GgufType::Q3K => 110,
-            GgufType::Q4K => 144,
-            GgufType::Q5K => 176,
-            GgufType::Q6K => 210,
-            GgufType::Q8K => 292,
-        }
-    }
-
-    /// Bits per weight of the storage format.
-    pub fn bits_per_weight(self) -> f64 {
-        self.type_size() as f64 * 8.0 / self.block_size() as f64
-    }
-
-    fn parse(s: &str) -> Option<GgufType> {
-        let norm: String = s
-            .to_ascii_lowercase()
-            .chars()
-            .filter(|c| *c != '_')
-            .collect();
-        GgufType::ALL
-            .into_iter()
-            .find(|t| t.short_name().replace('_', "") == norm)
     }
 }
 
@@ -190,10 +87,23 @@ pub enum Method {
         /// Asymmetric (scale and zero point) rather than symmetric.
         asym: bool,
     },
-    /// GGUF block quantization executed through quantized matmul.
+    /// One GGUF block type on the selected tensors (`gguf:q4k`), executed through quantized
+    /// matmul.
     Gguf {
         /// Block type.
         ty: GgufType,
+    },
+    /// A llama.cpp file type (`gguf:q4_k_m`): `llama-quantize`'s per-tensor recipe over the
+    /// whole model (token embedding and output projection included), byte for byte.
+    GgufFile {
+        /// The file type.
+        ftype: GgufFtype,
+        /// Every quantizable tensor in the default type (`llama-quantize --pure`).
+        #[serde(default)]
+        pure: bool,
+        /// The importance matrix, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        imatrix: Option<ImatrixSource>,
     },
     /// Unstructured magnitude pruning.
     Prune {
@@ -552,15 +462,7 @@ impl Method {
                 }
                 Ok(Method::Rtn { bits, group, asym })
             }
-            "gguf" => {
-                let [t] = rest.as_slice() else {
-                    return Err(bad("expected gguf:TYPE, e.g. gguf:q4k"));
-                };
-                let ty = GgufType::parse(t).ok_or_else(|| {
-                    bad("unknown GGUF type (q8_0 q4_0 q4_1 q5_0 q5_1 q2k q3k q4k q5k q6k q8k)")
-                })?;
-                Ok(Method::Gguf { ty })
-            }
+            "gguf" => parse_gguf(s.trim(), &rest, &bad),
             "prune" => match rest.as_slice() {
                 [nm] if nm.contains("of") => {
                     let (n, m) = nm.split_once("of").unwrap_or_default();
@@ -661,7 +563,7 @@ impl Method {
         match self {
             Method::Cast { .. } => "cast",
             Method::Rtn { .. } => "rtn",
-            Method::Gguf { .. } => "gguf",
+            Method::Gguf { .. } | Method::GgufFile { .. } => "gguf",
             Method::Prune { .. } => "prune",
             Method::NofM { .. } => "prune_nm",
             Method::Heads { .. } => "heads",
@@ -691,7 +593,10 @@ impl Method {
             Method::Cast {
                 dtype: FloatType::F32,
             } => "reference",
-            Method::Cast { .. } | Method::Rtn { .. } | Method::Gguf { .. } => "quantization",
+            Method::Cast { .. }
+            | Method::Rtn { .. }
+            | Method::Gguf { .. }
+            | Method::GgufFile { .. } => "quantization",
             Method::Prune { .. } | Method::NofM { .. } | Method::Heads { .. } => "pruning",
             Method::Checkpoint { .. } => "checkpoint",
             Method::Distill(_) => "distillation",
@@ -729,6 +634,20 @@ impl fmt::Display for Method {
                 Ok(())
             }
             Method::Gguf { ty } => write!(f, "gguf:{}", ty.short_name()),
+            Method::GgufFile {
+                ftype,
+                pure,
+                imatrix,
+            } => {
+                write!(f, "gguf:{}", ftype.name())?;
+                if *pure {
+                    f.write_str(":pure")?;
+                }
+                if let Some(m) = imatrix {
+                    write!(f, ":imatrix={m}")?;
+                }
+                Ok(())
+            }
             Method::Prune { sparsity, scope } => {
                 write!(f, "prune:{sparsity}")?;
                 if *scope == PruneScope::Layer {
@@ -843,6 +762,65 @@ fn parse_ablation(rest: &[&str]) -> Result<Method, &'static str> {
     Ok(Method::Ablate { target })
 }
 
+/// `gguf:NAME[:pure][:imatrix=FILE|SUITE]`: a llama.cpp file type (`q4_k_m`, `q8_0`,
+/// `iq4_xs`, ...) or one block type in its compact spelling (`q4k`, `q80`, `iq4xs`).
+/// `original` keeps the case of an imatrix path.
+fn parse_gguf(
+    original: &str,
+    rest: &[&str],
+    bad: &dyn Fn(&str) -> FieldError,
+) -> Result<Method, FieldError> {
+    const TYPES: &str =
+        "a llama.cpp file type (q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q2_k_s q3_k_s q3_k_m \
+                         q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k iq1_s iq1_m iq2_xxs iq2_xs iq2_s \
+                         iq2_m iq3_xxs iq3_xs iq3_s iq3_m iq4_nl iq4_xs tq1_0 tq2_0) or one block \
+                         type (q80 q40 q41 q50 q51 q2k q3k q4k q5k q6k q8k iq4nl iq4xs ...)";
+    let Some((name, opts)) = rest.split_first() else {
+        return Err(bad(&format!("expected gguf:TYPE, {TYPES}")));
+    };
+    let raw_opts: Vec<&str> = original.split(':').skip(2).collect();
+    if let Some(ftype) = GgufFtype::parse(name) {
+        let (mut pure, mut imatrix) = (false, None);
+        for (i, o) in opts.iter().enumerate() {
+            if *o == "pure" {
+                pure = true;
+            } else if let Some(v) = o.strip_prefix("imatrix=") {
+                let v = raw_opts
+                    .get(i)
+                    .and_then(|r| r.split_once('=').map(|(_, v)| v.trim()))
+                    .unwrap_or(v);
+                if v.is_empty() {
+                    return Err(bad("imatrix= needs a file or a bundled suite name"));
+                }
+                imatrix = Some(ImatrixSource::parse(v));
+            } else if *o == "imatrix" {
+                return Err(bad(
+                    "name the importance matrix: imatrix=FILE (from llama-imatrix) or \
+                     imatrix=SUITE (computed from a bundled suite)",
+                ));
+            } else {
+                return Err(bad(
+                    "unknown GGUF option (expected pure or imatrix=FILE|SUITE)",
+                ));
+            }
+        }
+        return Ok(Method::GgufFile {
+            ftype,
+            pure,
+            imatrix,
+        });
+    }
+    if !opts.is_empty() {
+        return Err(bad(
+            "a one-type GGUF variant takes no options (pure and imatrix= apply to llama.cpp file \
+             types such as q4_k_m)",
+        ));
+    }
+    let ty = GgufType::parse(name)
+        .ok_or_else(|| bad(&format!("unknown GGUF type: expected {TYPES}")))?;
+    Ok(Method::Gguf { ty })
+}
+
 /// A named variant: a method plus an optional tensor-selection regex.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
@@ -896,6 +874,13 @@ mod tests {
             "gguf:q8_0",
             "gguf:q4k",
             "gguf:q2k",
+            "gguf:iq4xs",
+            "gguf:q80",
+            "gguf:q4_k_m",
+            "gguf:iq4_xs",
+            "gguf:q2_k:pure",
+            "gguf:q4_k_m:imatrix=calib-suite",
+            "gguf:q4_k_m:imatrix=Data/My.imatrix",
             "prune:0.5",
             "prune:0.5:layer",
             "prune:2of4",
@@ -941,13 +926,25 @@ mod tests {
     #[test]
     fn aliases_and_errors() {
         assert_eq!(
-            Method::parse("gguf:Q4_K", "v").unwrap(),
+            Method::parse("gguf:Q4K", "v").unwrap(),
             Method::Gguf { ty: GgufType::Q4K }
+        );
+        // llama-quantize's alias: Q4_K is the Q4_K_M mix.
+        assert_eq!(
+            Method::parse("gguf:Q4_K", "v").unwrap(),
+            Method::GgufFile {
+                ftype: GgufFtype::Q4KM,
+                pure: false,
+                imatrix: None
+            }
         );
         for bad in [
             "int9",
             "int4:g0",
             "gguf:q9k",
+            "gguf:q4k:pure",
+            "gguf:q4_k_m:imatrix",
+            "gguf:q4_k_m:fast",
             "prune:1.5",
             "prune:4of2",
             "heads:3",
@@ -983,11 +980,42 @@ mod tests {
     }
 
     #[test]
+    fn gguf_file_types_and_imatrix_sources() {
+        let m = Method::parse("gguf:Q4_K_M:imatrix=Data/My.imatrix", "v").unwrap();
+        assert_eq!(
+            m,
+            Method::GgufFile {
+                ftype: GgufFtype::Q4KM,
+                pure: false,
+                imatrix: Some(ImatrixSource::File("Data/My.imatrix".into()))
+            }
+        );
+        let m = Method::parse("gguf:iq4_xs:imatrix=fixture-harmful", "v").unwrap();
+        assert!(
+            matches!(m, Method::GgufFile { imatrix: Some(ImatrixSource::Suite(ref s)), .. } if s == "fixture-harmful")
+        );
+        for f in GgufFtype::ALL {
+            assert_eq!(GgufFtype::parse(f.name()), Some(f));
+            let v = Method::parse(&format!("gguf:{}", f.name()), "v").unwrap();
+            assert_eq!(v.to_string(), format!("gguf:{}", f.name()));
+        }
+        for t in GgufType::ALL {
+            let v = Method::parse(&format!("gguf:{}", t.short_name()), "v").unwrap();
+            assert_eq!(v, Method::Gguf { ty: t });
+        }
+        assert_eq!(GgufFtype::Q4KM.id(), 15);
+        assert_eq!(GgufFtype::IQ4XS.default_type(), GgufType::IQ4XS);
+        assert_eq!(GgufFtype::IQ2S.default_type(), GgufType::IQ2XS);
+    }
+
+    #[test]
     fn gguf_bits_per_weight() {
         assert_eq!(GgufType::Q8_0.bits_per_weight(), 8.5);
         assert_eq!(GgufType::Q4K.bits_per_weight(), 4.5);
         assert_eq!(GgufType::Q2K.bits_per_weight(), 2.625);
         assert_eq!(GgufType::Q6K.bits_per_weight(), 6.5625);
+        assert_eq!(GgufType::IQ4XS.bits_per_weight(), 4.25);
+        assert_eq!(GgufType::IQ2XXS.bits_per_weight(), 2.0625);
     }
 }
 

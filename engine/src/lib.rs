@@ -3,8 +3,8 @@
 //! Model loading (safetensors, GGUF, tokenizer, chat template), compression methods, batched
 //! generation, log-likelihood scoring and logit metrics.
 
-pub mod chat;
 pub mod calib;
+pub mod chat;
 pub mod compress;
 pub mod config;
 pub mod device;
@@ -12,7 +12,10 @@ pub mod distill;
 pub mod error;
 pub mod fixture;
 pub mod generate;
+pub mod ggml;
 pub mod gguf_header;
+pub mod gguf_load;
+pub mod gguf_quantize;
 pub mod gguf_write;
 pub mod integrity;
 pub mod linear;

@@ -6,13 +6,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
 use crate::compress::WeightMap;
-use crate::config::{gguf_to_hf_name, GgufArch, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 
 /// A loaded checkpoint: its config and its weights, ready to build a model from.
@@ -24,8 +24,10 @@ pub struct Checkpoint {
     pub config: ModelConfig,
     /// Dense weights by HF name, in f32.
     pub weights: WeightMap,
-    /// Block-quantized weights by HF name (GGUF checkpoints only).
+    /// Block-quantized weights by HF name (GGUF checkpoints only) that candle executes.
     pub quantized: BTreeMap<String, Arc<QTensor>>,
+    /// Block-quantized weights of types candle lacks (i-quants, TQ1_0, TQ2_0), by HF name.
+    pub blocks: BTreeMap<String, Arc<crate::ggml::BlockTensor>>,
     /// Bits per weight each tensor had on disk.
     pub stored_bits: BTreeMap<String, f64>,
     /// The weight files read.
@@ -36,22 +38,7 @@ pub struct Checkpoint {
     pub gguf_metadata: Option<GgufTokenizerMeta>,
 }
 
-/// Tokenizer facts carried in GGUF metadata.
-#[derive(Debug, Clone, Default)]
-pub struct GgufTokenizerMeta {
-    /// `tokenizer.ggml.model` (e.g. `gpt2`, `llama`).
-    pub model: String,
-    /// Token strings by id.
-    pub tokens: Vec<String>,
-    /// BPE merges (`a b`).
-    pub merges: Vec<String>,
-    /// `tokenizer.chat_template`.
-    pub chat_template: Option<String>,
-    /// BOS token id.
-    pub bos: Option<u32>,
-    /// EOS token id.
-    pub eos: Option<u32>,
-}
+pub use crate::gguf_load::GgufTokenizerMeta;
 
 impl Checkpoint {
     /// Loads an HF model directory or a `.gguf` file onto `device` (weights are kept in f32).
@@ -81,6 +68,7 @@ impl Checkpoint {
             config,
             weights,
             quantized: BTreeMap::new(),
+            blocks: BTreeMap::new(),
             stored_bits,
             files: Vec::new(),
             rope_interleaved: false,
@@ -95,8 +83,13 @@ impl Checkpoint {
             total +=
                 t.elem_count() as f64 * self.stored_bits.get(name).copied().unwrap_or(32.0) / 8.0;
         }
-        for q in self.quantized.values() {
-            total += q.storage_size_in_bytes() as f64;
+        for (name, q) in &self.quantized {
+            if !self.is_tied_alias(name) {
+                total += q.storage_size_in_bytes() as f64;
+            }
+        }
+        for b in self.blocks.values() {
+            total += b.storage_bytes() as f64;
         }
         total.round() as u64
     }
@@ -106,9 +99,21 @@ impl Checkpoint {
         self.weights.values().map(|t| t.elem_count()).sum::<usize>()
             + self
                 .quantized
-                .values()
-                .map(|q| q.shape().elem_count())
+                .iter()
+                .filter(|(n, _)| !self.is_tied_alias(n))
+                .map(|(_, q)| q.shape().elem_count())
                 .sum::<usize>()
+            + self
+                .blocks
+                .values()
+                .map(|b| b.dims().0 * b.dims().1)
+                .sum::<usize>()
+    }
+
+    /// True for the quantized output projection a tied GGUF model shares with its token
+    /// embedding (held once on disk, counted once).
+    fn is_tied_alias(&self, name: &str) -> bool {
+        self.config.tie_word_embeddings && name == "lm_head.weight"
     }
 }
 
@@ -268,6 +273,7 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
         config,
         weights,
         quantized: BTreeMap::new(),
+        blocks: BTreeMap::new(),
         stored_bits,
         files,
         rope_interleaved: false,
@@ -275,158 +281,9 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     })
 }
 
-pub(crate) fn meta_u(content: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
-    let v = content
-        .metadata
-        .get(key)
-        .ok_or_else(|| EngineError::bad_file(path, format!("metadata `{key}` missing")))?;
-    v.to_u64()
-        .map(|x| x as usize)
-        .or_else(|_| v.to_u32().map(|x| x as usize))
-        .or_else(|_| v.to_i32().map(|x| x as usize))
-        .map_err(|e| EngineError::bad_file(path, format!("metadata `{key}`: {e}")))
-}
-
-pub(crate) fn meta_f(content: &gguf_file::Content, key: &str) -> Option<f64> {
-    let v = content.metadata.get(key)?;
-    v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok()
-}
-
 fn load_gguf(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = map_file(path)?;
     read_gguf(path, &bytes, device)
 }
 
-/// Reads a GGUF checkpoint from its bytes (`path` names it in errors). The header is walked
-/// with every length checked against the bytes present before it is decoded.
-pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoint> {
-    crate::gguf_header::scan(bytes)
-        .map_err(|e| EngineError::bad_file(path, format!("invalid GGUF: {e}")))?;
-    let mut file = std::io::Cursor::new(bytes);
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| EngineError::bad_file(path, format!("invalid GGUF: {e}")))?;
-    let arch_key = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok().cloned())
-        .unwrap_or_default();
-    let arch = GgufArch::from_name(&arch_key).ok_or_else(|| {
-        EngineError::bad_file(
-            path,
-            format!(
-                "metadata `general.architecture` = {arch_key:?}: supported are llama, qwen2, qwen3, gemma2, gemma3 and phi3"
-            ),
-        )
-    })?;
-    let tok = gguf_tokenizer_meta(&content);
-    let rope_factors = match (
-        content
-            .tensor_infos
-            .contains_key("rope_factors_short.weight"),
-        content
-            .tensor_infos
-            .contains_key("rope_factors_long.weight"),
-    ) {
-        (true, true) => {
-            let mut factors = Vec::with_capacity(2);
-            for name in ["rope_factors_short.weight", "rope_factors_long.weight"] {
-                let t = content
-                    .tensor(&mut file, name, &Device::Cpu)
-                    .and_then(|q| q.dequantize(&Device::Cpu))
-                    .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
-                    .map_err(|e| EngineError::bad_file(path, format!("tensor `{name}`: {e}")))?;
-                factors.push(t);
-            }
-            let long = factors.pop().unwrap_or_default();
-            let short = factors.pop().unwrap_or_default();
-            Some((short, long))
-        }
-        _ => None,
-    };
-    let config =
-        crate::config::config_from_gguf(&content, arch, rope_factors, tok.bos, tok.eos, path)?;
-    let expected: BTreeMap<String, Vec<usize>> = config.expected_shapes().into_iter().collect();
-    let mut weights = WeightMap::new();
-    let mut quantized = BTreeMap::new();
-    let mut stored_bits = BTreeMap::new();
-    for (gname, info) in &content.tensor_infos {
-        let Some(name) = gguf_to_hf_name(arch, gname) else {
-            continue;
-        };
-        let Some(shape) = expected.get(&name) else {
-            continue;
-        };
-        if info.shape.dims() != shape.as_slice() {
-            return Err(EngineError::bad_file(
-                path,
-                format!(
-                    "tensor `{gname}` has shape {:?} but the metadata implies {:?}",
-                    info.shape.dims(),
-                    shape
-                ),
-            ));
-        }
-        let q = content
-            .tensor(&mut file, gname, device)
-            .map_err(|e| EngineError::bad_file(path, format!("tensor `{gname}`: {e}")))?;
-        let dense = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-            || shape.len() == 1
-            || name == "model.embed_tokens.weight";
-        let bits = q.storage_size_in_bytes() as f64 * 8.0 / q.shape().elem_count().max(1) as f64;
-        if dense {
-            stored_bits.insert(name.clone(), bits);
-            weights.insert(name, q.dequantize(device)?);
-        } else {
-            quantized.insert(name, Arc::new(q));
-        }
-    }
-    for name in expected.keys() {
-        if !weights.contains_key(name) && !quantized.contains_key(name) {
-            return Err(EngineError::bad_file(
-                path,
-                format!("tensor for `{name}` is missing"),
-            ));
-        }
-    }
-    Ok(Checkpoint {
-        path: path.to_path_buf(),
-        config,
-        weights,
-        quantized,
-        stored_bits,
-        files: vec![path.to_path_buf()],
-        rope_interleaved: arch.rope_interleaved(),
-        gguf_metadata: Some(tok),
-    })
-}
-
-pub(crate) fn gguf_tokenizer_meta(content: &gguf_file::Content) -> GgufTokenizerMeta {
-    let strings = |key: &str| -> Vec<String> {
-        content
-            .metadata
-            .get(key)
-            .and_then(|v| v.to_vec().ok())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.to_string().ok().cloned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let id = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
-    GgufTokenizerMeta {
-        model: content
-            .metadata
-            .get("tokenizer.ggml.model")
-            .and_then(|v| v.to_string().ok().cloned())
-            .unwrap_or_default(),
-        tokens: strings("tokenizer.ggml.tokens"),
-        merges: strings("tokenizer.ggml.merges"),
-        chat_template: content
-            .metadata
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok().cloned()),
-        bos: id("tokenizer.ggml.bos_token_id"),
-        eos: id("tokenizer.ggml.eos_token_id"),
-    }
-}
+pub use crate::gguf_load::read_gguf;

@@ -85,9 +85,11 @@ pub fn compress_with(
         })?),
         None => None,
     };
+    // A llama.cpp file type covers the whole model (token embedding and output included).
+    let whole_model = matches!(variant.method, Method::GgufFile { .. });
     let selected = |name: &str| match &regex {
         Some(re) => re.is_match(name),
-        None => default_selection(name),
+        None => whole_model || default_selection(name),
     };
     if let Some(re) = &regex {
         if !reference.weights.keys().any(|n| re.is_match(n)) {
@@ -105,6 +107,39 @@ pub fn compress_with(
         }
     ) {
         return Ok(Compressed::default());
+    }
+    if let Method::GgufFile {
+        ftype,
+        pure,
+        imatrix,
+    } = &variant.method
+    {
+        if !(reference.quantized.is_empty() && reference.blocks.is_empty()) {
+            return Err(EngineError::Invalid(format!(
+                "variant `{}`: the reference is already block-quantized; llama.cpp's file types \
+                 are derived from an f32/f16/bf16 reference (as llama-quantize refuses to \
+                 requantize)",
+                variant.name
+            )));
+        }
+        if let Some(compsafe_core::ImatrixSource::Suite(suite)) = imatrix {
+            let im = crate::ggml::imatrix_compute::of_checkpoint(reference, suite, 512).map_err(
+                |e| {
+                    EngineError::Invalid(format!(
+                        "variant `{}`: imatrix={suite}: {e}",
+                        variant.name
+                    ))
+                },
+            )?;
+            let recipe =
+                crate::compress::GgufRecipe::new(*ftype, *pure, Some(std::sync::Arc::new(im)));
+            return crate::compress::Compressor::compress(
+                &recipe,
+                &reference.weights,
+                &selected,
+                &head_layout(reference),
+            );
+        }
     }
     let layout = head_layout(reference);
     let mut compressed = if variant.method.needs_calibration() {

@@ -9,7 +9,8 @@
 //! |---|---|---|
 //! | `f16`, `bf16` | [`cast`] | dense tensor in that dtype |
 //! | `int8`, `int4:g32`, `int3:g64:asym`, ... | [`rtn`] | dense f32 on the integer grid |
-//! | `gguf:q8_0` ... `gguf:q2k` | [`gguf`] | GGUF blocks run by candle's quantized matmul |
+//! | `gguf:q4k`, `gguf:iq4xs`, ... (one type) | [`gguf`] | GGUF blocks (llama.cpp's quantizers) |
+//! | `gguf:q4_k_m`, `gguf:q8_0`, ... (llama.cpp file types) | [`gguf`] | the same, per `llama-quantize`'s recipe |
 //! | `prune:0.5`, `prune:0.5:layer`, `prune:2of4` | [`prune`] | dense, with zeros |
 //! | `heads:3.1,3.2` | [`heads`] | dense, the heads' `o_proj` columns zeroed |
 //! | `ablate:layer:0`, `ablate:mlp:1:192-256` | [`ablate`] | dense, output columns zeroed |
@@ -42,18 +43,18 @@ pub mod ctgrid;
 pub mod gguf;
 pub mod gptq;
 pub mod heads;
-pub mod noise;
 pub mod linalg;
+pub mod noise;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
 pub mod sparsegpt;
 pub mod wanda;
 
-pub use ablate::Ablate;
 pub use crate::calib::{Chain, LayerCompressor};
+pub use ablate::Ablate;
 pub use cast::Cast;
-pub use gguf::Gguf;
+pub use gguf::{Gguf, GgufRecipe};
 pub use gptq::Gptq;
 pub use heads::HeadAblation;
 pub use noise::Noise;
@@ -174,6 +175,26 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
         Method::Cast { dtype } => Box::new(Cast::new(*dtype)),
         Method::Rtn { bits, group, asym } => Box::new(Rtn::new(*bits, *group, *asym)?),
         Method::Gguf { ty } => Box::new(Gguf::new(*ty)),
+        Method::GgufFile {
+            ftype,
+            pure,
+            imatrix,
+        } => {
+            let im = match imatrix {
+                None => None,
+                Some(compsafe_core::ImatrixSource::File(p)) => Some(std::sync::Arc::new(
+                    crate::ggml::imatrix::Imatrix::read(p)
+                        .map_err(|e| EngineError::bad_file(p, format!("importance matrix: {e}")))?,
+                )),
+                Some(compsafe_core::ImatrixSource::Suite(s)) => {
+                    return Err(EngineError::Invalid(format!(
+                        "imatrix={s}: an importance matrix computed from a suite needs the \
+                         reference model; derive the variant with variant::compress"
+                    )))
+                }
+            };
+            Box::new(GgufRecipe::new(*ftype, *pure, im))
+        }
         Method::Prune { sparsity, scope } => Box::new(MagnitudePrune::new(*sparsity, *scope)?),
         Method::NofM { n, m } => Box::new(NofMPrune::new(*n, *m)?),
         Method::Heads { heads } => Box::new(HeadAblation::new(heads.clone())),

@@ -102,7 +102,7 @@ pub fn restore_heads(
         };
         let current = match &compressed.weights[&name] {
             LinearWeight::Dense(t) => t.clone(),
-            LinearWeight::Quantized(_) => {
+            _ => {
                 return Err(EngineError::Invalid(format!(
                     "`{name}` is block-quantized; part of it cannot be kept"
                 )))

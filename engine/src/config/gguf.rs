@@ -13,11 +13,30 @@
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
-
 use super::{Activation, Arch, ArchParams, LayerKind, ModelConfig, Rope, RopeScaling};
 use crate::error::{EngineError, Result};
-use crate::loader::{meta_f, meta_u};
+use crate::ggml::file::{GgufFile, Value};
+
+/// A non-negative integer of the metadata.
+fn meta_u(f: &GgufFile, key: &str, path: &Path) -> Result<usize> {
+    let v = f
+        .get(key)
+        .ok_or_else(|| EngineError::bad_file(path, format!("metadata `{key}` missing")))?;
+    v.as_i64()
+        .filter(|x| *x >= 0)
+        .map(|x| x as usize)
+        .ok_or_else(|| {
+            EngineError::bad_file(
+                path,
+                format!("metadata `{key}` = {v:?}: expected a non-negative integer"),
+            )
+        })
+}
+
+/// A number of the metadata.
+fn meta_f(f: &GgufFile, key: &str) -> Option<f64> {
+    f.get(key).and_then(Value::as_f64)
+}
 
 /// A GGUF `general.architecture` the engine reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +134,7 @@ pub fn gguf_to_hf_name(arch: GgufArch, name: &str) -> Option<String> {
 /// The model configuration a GGUF file's metadata and tensor list describe. `rope_factors` are
 /// the Phi-3 `(short, long)` LongRoPE factor tensors when the file has them.
 pub fn config_from_gguf(
-    content: &gguf_file::Content,
+    content: &GgufFile,
     arch: GgufArch,
     rope_factors: Option<(Vec<f32>, Vec<f32>)>,
     bos: Option<u32>,
@@ -147,23 +166,18 @@ pub fn config_from_gguf(
     let default_theta = if arch == GgufArch::Gemma3 { 1e6 } else { 1e4 };
     let theta = meta_f(content, &key("rope.freq_base")).unwrap_or(default_theta);
     let embd = content
-        .tensor_infos
-        .get("token_embd.weight")
+        .tensor("token_embd.weight")
         .ok_or_else(|| EngineError::bad_file(path, "tensor `token_embd.weight` missing"))?;
-    let vocab = embd.shape.dims().first().copied().unwrap_or(0);
-    let vocab = if vocab == hidden {
-        embd.shape.dims().get(1).copied().unwrap_or(0)
-    } else {
-        vocab
-    };
-    let has = |t: &str| content.tensor_infos.contains_key(t);
+    // ggml order: ne[0] is the row length (hidden), ne[1] the vocabulary.
+    let vocab = embd.ne.get(1).copied().unwrap_or(0) as usize;
+    let has = |t: &str| content.tensor(t).is_some();
     let window = meta_u(content, &key("attention.sliding_window"), path)
         .ok()
         .filter(|&w| w > 0);
     let scaling_type = content
-        .metadata
         .get(&key("rope.scaling.type"))
-        .and_then(|v| v.to_string().ok().cloned());
+        .and_then(Value::as_str)
+        .map(String::from);
     let scaling_factor = meta_f(content, &key("rope.scaling.factor"));
     let orig_ctx = meta_u(content, &key("rope.scaling.original_context_length"), path).ok();
     let rope_scaling = match (scaling_type.as_deref(), rope_factors) {
@@ -278,12 +292,12 @@ pub fn config_from_gguf(
         },
     };
     // Every layer has its own tensors: a block count beyond the tensors present is corrupt.
-    if config.num_layers > content.tensor_infos.len() {
+    if config.num_layers > content.tensors.len() {
         return Err(EngineError::bad_file(
             path,
             format!(
                 "metadata `{a}.block_count` = {layers} but the file holds {} tensors",
-                content.tensor_infos.len()
+                content.tensors.len()
             ),
         ));
     }

@@ -122,7 +122,12 @@ impl Moe {
 
 impl Mlp {
     /// The MLP of `h` (`[b, s, hidden]`); separate projections of a dense MLP go through `tap`.
-    pub fn forward(&self, h: &Tensor, act: Activation, tap: &mut LayerTap<'_, '_>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        act: Activation,
+        tap: &mut LayerTap<'_, '_>,
+    ) -> Result<Tensor> {
         match self {
             Mlp::Dense(GatedMlp::Separate { gate, up, down }) => {
                 let a = (activate(&tap.linear(LinearSite::Gate, gate, h)?, act)?

@@ -24,8 +24,8 @@ use attention::{Attention, AttentionInput, Qkv};
 pub use cache::KvCache;
 use mlp::{GatedMlp, Mlp, Moe};
 use rope::RopeTables;
-pub use tap::{LinearSite, LinearTap};
 use tap::LayerTap;
+pub use tap::{LinearSite, LinearTap};
 
 /// Additive mask value for keys a query may not see. Finite, so fully masked (padding) rows
 /// stay finite instead of spreading NaN through the cache.
@@ -117,6 +117,9 @@ impl Model {
             }
             if let Some(q) = ckpt.quantized.get(name) {
                 return Ok(LinearWeight::Quantized(Arc::clone(q)));
+            }
+            if let Some(b) = ckpt.blocks.get(name) {
+                return Ok(LinearWeight::Blocks(Arc::clone(b)));
             }
             Err(EngineError::Invalid(format!("tensor `{name}` is missing")))
         };
@@ -215,8 +218,15 @@ impl Model {
         }
         let embed = dense("model.embed_tokens.weight")?;
         let lm_head = if cfg.tie_word_embeddings {
-            match variant.weights.get("lm_head.weight") {
-                Some(w) => Linear::from_weight(w.clone(), None, dtype)?,
+            // A GGUF file's tied output projection is its (quantized) token embedding.
+            let stored = || weight("lm_head.weight").ok();
+            match variant
+                .weights
+                .get("lm_head.weight")
+                .cloned()
+                .or_else(stored)
+            {
+                Some(w) => Linear::from_weight(w, None, dtype)?,
                 None => Linear::Dense {
                     w: embed.clone(),
                     b: None,
@@ -372,10 +382,10 @@ impl Model {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let cfg = &self.config;
-        let x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, s, cfg.hidden_size))?;
+        let x =
+            self.embed
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, s, cfg.hidden_size))?;
         Ok(if cfg.arch_params.embed_scale {
             // transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
             (x * f64::from((cfg.hidden_size as f64).sqrt() as f32))?
