@@ -17,6 +17,7 @@ pub mod linear;
 pub mod loader;
 pub mod manifest;
 pub mod model;
+pub mod quant;
 pub mod requant;
 pub mod score;
 pub mod tokenizer;
