@@ -9,6 +9,7 @@ pub mod device;
 pub mod distill;
 pub mod error;
 pub mod fixture;
+pub mod formats;
 pub mod generate;
 pub mod gguf_header;
 pub mod gguf_write;

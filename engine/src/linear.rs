@@ -1,5 +1,7 @@
 //! Linear layers as the model executes them: `y = x W^T + b` with the weight dense (any
-//! float dtype) or block-quantized (GGUF types through candle's quantized matmul).
+//! float dtype), block-quantized (GGUF types through candle's quantized matmul) or packed as
+//! a quantized checkpoint stores it (dequantized per product by the format's formula, its
+//! inputs quantized as the format quantizes activations).
 
 use std::sync::Arc;
 
@@ -7,6 +9,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::formats::PackedWeight;
 
 /// A linear layer's weight as a compressor or loader hands it to the model.
 #[derive(Debug, Clone)]
@@ -15,6 +18,8 @@ pub enum LinearWeight {
     Dense(Tensor),
     /// A GGUF block-quantized matrix executed through candle's quantized matmul.
     Quantized(Arc<QTensor>),
+    /// A quantized checkpoint's packed weight (GPTQ, AWQ, compressed-tensors, bitsandbytes).
+    Packed(Arc<PackedWeight>),
 }
 
 /// A linear layer: `y = x W^T + b`, dense or block-quantized.
@@ -34,6 +39,13 @@ pub enum Linear {
         /// The bias `[out]`, if any.
         b: Option<Tensor>,
     },
+    /// A packed weight, dequantized at every product (f32 arithmetic).
+    Packed {
+        /// The packed weight.
+        w: Arc<PackedWeight>,
+        /// The bias `[out]`, if any.
+        b: Option<Tensor>,
+    },
 }
 
 impl Linear {
@@ -48,6 +60,7 @@ impl Linear {
                 m: QMatMul::from_arc(q)?,
                 b,
             },
+            LinearWeight::Packed(w) => Linear::Packed { w, b },
         })
     }
 
@@ -84,10 +97,38 @@ impl Linear {
                 (m.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?, b)
             }
             Linear::Quant { m, b } => (m.forward(x)?, b),
+            Linear::Packed { w, b } => (packed_forward(w, x)?, b),
         };
         Ok(match b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
+}
+
+/// `x W^T` for a packed weight: the weight dequantized by its format's formula, the input
+/// quantize-dequantized as the format quantizes activations, the product in f32.
+fn packed_forward(w: &PackedWeight, x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let dims = x.dims().to_vec();
+    let cols = w.in_features;
+    let rows = x.elem_count() / cols.max(1);
+    let x32 = x.to_dtype(DType::F32)?.reshape((rows, cols))?;
+    let x32 = match &w.act {
+        Some(a) => {
+            let mut v = x32.flatten_all()?.to_vec1::<f32>()?;
+            a.apply(&mut v, cols);
+            Tensor::from_vec(v, (rows, cols), x.device())?
+        }
+        None => x32,
+    };
+    let weight = w.dequantize(x.device())?;
+    let mut out_dims = dims;
+    if let Some(last) = out_dims.last_mut() {
+        *last = w.out_features;
+    }
+    Ok(x32
+        .matmul(&weight.t()?)?
+        .reshape(out_dims)?
+        .to_dtype(dtype)?)
 }

@@ -1,5 +1,6 @@
 //! Checkpoint loading: Hugging Face directories (single or sharded safetensors in f32, f16 or
-//! bf16) and GGUF files. Nothing is ever unpickled; every tensor is checked against the config.
+//! bf16, or quantized in one of the formats of [`crate::formats`]) and GGUF files. Nothing is
+//! ever unpickled; every tensor is checked against the config.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use crate::compress::WeightMap;
 use crate::config::{Arch, ModelConfig, RopeScaling};
 use crate::error::{EngineError, Result};
+use crate::formats::{FormatInfo, KvQuant, PackedWeight};
 
 /// A loaded checkpoint: its config and its weights, ready to build a model from.
 #[derive(Debug, Clone)]
@@ -26,6 +28,13 @@ pub struct Checkpoint {
     pub weights: WeightMap,
     /// Block-quantized weights by HF name (GGUF checkpoints only).
     pub quantized: BTreeMap<String, Arc<QTensor>>,
+    /// Linear weights of a quantized checkpoint (GPTQ, AWQ, compressed-tensors,
+    /// bitsandbytes) in their packed form, by HF name.
+    pub packed: BTreeMap<String, Arc<PackedWeight>>,
+    /// KV-cache quantization the checkpoint's format asks for.
+    pub kv_quant: Option<KvQuant>,
+    /// The quantized checkpoint format, if any.
+    pub format: Option<FormatInfo>,
     /// Bits per weight each tensor had on disk.
     pub stored_bits: BTreeMap<String, f64>,
     /// The weight files read.
@@ -81,6 +90,9 @@ impl Checkpoint {
             config,
             weights,
             quantized: BTreeMap::new(),
+            packed: BTreeMap::new(),
+            kv_quant: None,
+            format: None,
             stored_bits,
             files: Vec::new(),
             rope_interleaved: false,
@@ -98,6 +110,9 @@ impl Checkpoint {
         for q in self.quantized.values() {
             total += q.storage_size_in_bytes() as f64;
         }
+        for p in self.packed.values() {
+            total += p.stored_bytes as f64;
+        }
         total.round() as u64
     }
 
@@ -109,6 +124,7 @@ impl Checkpoint {
                 .values()
                 .map(|q| q.shape().elem_count())
                 .sum::<usize>()
+            + self.packed.values().map(|p| p.numel()).sum::<usize>()
     }
 }
 
@@ -213,7 +229,10 @@ pub fn read_safetensors(
             other => {
                 return Err(EngineError::bad_file(
                     file,
-                    format!("tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"),
+                    format!(
+                        "tensor `{name}` has dtype {other:?}, outside a known quantization \
+                         format (config.json has no quantization_config); expected F32, F16 or BF16"
+                    ),
                 ))
             }
         };
@@ -245,6 +264,28 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     }
     let config = ModelConfig::from_hf_file(&config_path)?;
     let files = safetensor_files(dir)?;
+    if let Some((format, settings)) = crate::formats::Format::detect(dir)? {
+        let d = crate::formats::decode(&format, &settings, &config, &files, device)?;
+        let mut weights = WeightMap::new();
+        let mut stored_bits = BTreeMap::new();
+        for (name, t, bits) in d.dense {
+            stored_bits.insert(name.clone(), bits);
+            weights.insert(name, t);
+        }
+        return Ok(Checkpoint {
+            path: dir.to_path_buf(),
+            config,
+            weights,
+            quantized: BTreeMap::new(),
+            packed: d.packed,
+            kv_quant: d.kv,
+            format: Some(d.info),
+            stored_bits,
+            files,
+            rope_interleaved: false,
+            gguf_metadata: None,
+        });
+    }
     let expected: BTreeMap<String, Vec<usize>> = config.expected_shapes().into_iter().collect();
     let mut weights = WeightMap::new();
     let mut stored_bits = BTreeMap::new();
@@ -268,6 +309,9 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
         config,
         weights,
         quantized: BTreeMap::new(),
+        packed: BTreeMap::new(),
+        kv_quant: None,
+        format: None,
         stored_bits,
         files,
         rope_interleaved: false,
@@ -463,6 +507,9 @@ pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoin
         config,
         weights,
         quantized,
+        packed: BTreeMap::new(),
+        kv_quant: None,
+        format: None,
         stored_bits,
         files: vec![path.to_path_buf()],
         rope_interleaved: true,

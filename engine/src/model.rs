@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::compress::{Compressed, LinearWeight};
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
+use crate::formats::KvQuant;
 use crate::linear::Linear;
 use crate::loader::Checkpoint;
 
@@ -143,6 +144,7 @@ pub struct Model {
     dtype: DType,
     training: bool,
     fast_paths: bool,
+    kv_quant: Option<Arc<KvQuant>>,
 }
 
 impl Model {
@@ -174,6 +176,7 @@ impl Model {
             .map(|t| t.device().clone())
             .or_else(|| ckpt.quantized.values().next().map(|q| q.device()))
             .unwrap_or(Device::Cpu);
+        let kv_quant = ckpt.kv_quant.clone().map(Arc::new);
         let dense = |name: &str| -> Result<Tensor> {
             if let Some(LinearWeight::Dense(t)) = variant.weights.get(name) {
                 return Ok(t.to_dtype(dtype)?);
@@ -194,6 +197,9 @@ impl Model {
             }
             if let Some(q) = ckpt.quantized.get(name) {
                 return Ok(LinearWeight::Quantized(Arc::clone(q)));
+            }
+            if let Some(p) = ckpt.packed.get(name) {
+                return Ok(LinearWeight::Packed(Arc::clone(p)));
             }
             Err(EngineError::Invalid(format!("tensor `{name}` is missing")))
         };
@@ -248,6 +254,7 @@ impl Model {
             dtype,
             training: false,
             fast_paths,
+            kv_quant,
         })
     }
 
@@ -406,6 +413,11 @@ impl Model {
                 .contiguous()?;
             let q = self.rotate(&q, &cos, &sin)?;
             let k = self.rotate(&k, &cos, &sin)?;
+            // A format that quantizes the KV cache stores keys and values quantized.
+            let (k, v) = match &self.kv_quant {
+                Some(kv) => (kv.apply(i, false, &k)?, kv.apply(i, true, &v)?),
+                None => (k, v),
+            };
             let (k, v) = cache.append(i, k, v)?;
             let out = if self.fast_paths {
                 grouped_attention(&q, &k, &v, mask, scale, n_rep, |a| self.softmax(a))?

@@ -95,7 +95,7 @@ pub fn restore_heads(
         };
         let current = match &compressed.weights[&name] {
             LinearWeight::Dense(t) => t.clone(),
-            LinearWeight::Quantized(_) => {
+            LinearWeight::Quantized(_) | LinearWeight::Packed(_) => {
                 return Err(EngineError::Invalid(format!(
                     "`{name}` is block-quantized; part of it cannot be kept"
                 )))
