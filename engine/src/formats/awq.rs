@@ -50,12 +50,9 @@ impl AwqConfig {
                 ));
             }
         }
-        if f.bool_opt("zero_point")? == Some(false) {
-            return Err(f.err(
-                "zero_point",
-                "= false: AWQ GEMM checkpoints store zero points",
-            ));
-        }
+        // `zero_point = false` (GPTQModel's symmetric AWQ) still stores `qzeros` (the
+        // grid's middle), which the decoder reads like any other.
+        f.bool_opt("zero_point")?;
         Ok(AwqConfig {
             group_size: group as usize,
         })
