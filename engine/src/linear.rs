@@ -9,7 +9,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
-use crate::formats::PackedWeight;
+use crate::formats::{ActQuant, PackedWeight};
 
 /// A linear layer's weight as a compressor or loader hands it to the model.
 #[derive(Debug, Clone)]
@@ -114,6 +114,18 @@ fn packed_forward(w: &PackedWeight, x: &Tensor) -> Result<Tensor> {
     let cols = w.in_features;
     let rows = x.elem_count() / cols.max(1);
     let x32 = x.to_dtype(DType::F32)?.reshape((rows, cols))?;
+    let mut out_dims = dims.clone();
+    if let Some(last) = out_dims.last_mut() {
+        *last = w.out_features;
+    }
+    if let Some(ActQuant::LlmInt8 { threshold }) = w.act {
+        let v = x32.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(y) = w.llm_int8_product(&v, threshold) {
+            return Ok(Tensor::from_vec(y, (rows, w.out_features), x.device())?
+                .reshape(out_dims)?
+                .to_dtype(dtype)?);
+        }
+    }
     let x32 = match &w.act {
         Some(a) => {
             let mut v = x32.flatten_all()?.to_vec1::<f32>()?;
@@ -123,10 +135,6 @@ fn packed_forward(w: &PackedWeight, x: &Tensor) -> Result<Tensor> {
         None => x32,
     };
     let weight = w.dequantize(x.device())?;
-    let mut out_dims = dims;
-    if let Some(last) = out_dims.last_mut() {
-        *last = w.out_features;
-    }
     Ok(x32
         .matmul(&weight.t()?)?
         .reshape(out_dims)?

@@ -152,7 +152,8 @@ pub struct LayersArgs {
     /// Model: a Hugging Face directory or a .gguf file.
     #[arg(long)]
     pub model: PathBuf,
-    /// Variant shorthand, e.g. int4:g32, gguf:q4k, prune:0.5, heads:3.1.
+    /// Variant shorthand, e.g. int4:g32, gguf:q4k, prune:0.5, heads:3.1, or the path of a
+    /// GPTQ / AWQ / compressed-tensors / bitsandbytes directory quantized from --model.
     #[arg(long)]
     pub variant: String,
     /// Regex over tensor names to compress instead of the default linear weights.
@@ -396,11 +397,11 @@ pub struct RequantDiffArgs {
     /// The full-precision source (Hugging Face directory).
     #[arg(long)]
     pub source: PathBuf,
-    /// The GGUF file to check.
+    /// The GGUF file, or GPTQ / AWQ / compressed-tensors directory, to check.
     #[arg(long)]
     pub quantized: PathBuf,
-    /// A block is beyond honest when its RMS error exceeds this many times the reference
-    /// quantizer's.
+    /// A GGUF block (or a layer of a quantized directory) is beyond honest when its error
+    /// exceeds this many times the reference (round-to-nearest) quantizer's.
     #[arg(long, default_value_t = 2.0)]
     pub ratio: f64,
     /// Print JSON instead of text.

@@ -108,6 +108,9 @@ pub fn quantize(args: &QuantizeArgs) -> Result<Outcome, Failure> {
 
 /// `compsafe requant-diff`.
 pub fn requant_diff(args: &RequantDiffArgs) -> Result<Outcome, Failure> {
+    if args.quantized.is_dir() {
+        return requant_diff_checkpoint(args);
+    }
     let d = compsafe_engine::requant::requant_diff(&args.source, &args.quantized, args.ratio)?;
     let verdict = |x: Option<bool>| match x {
         Some(true) => "same",
@@ -168,6 +171,58 @@ pub fn requant_diff(args: &RequantDiffArgs) -> Result<Outcome, Failure> {
         );
     }
     Ok(if d.clean() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+/// `compsafe requant-diff` on a GPTQ, AWQ or compressed-tensors directory: each layer's error
+/// against the source next to round-to-nearest's at the file's grid; a layer beyond `--ratio`
+/// times it is not what a calibrated quantizer produces.
+fn requant_diff_checkpoint(args: &RequantDiffArgs) -> Result<Outcome, Failure> {
+    use compsafe_engine::Checkpoint;
+    let dev = candle_core::Device::Cpu;
+    let source = Checkpoint::load(&args.source, &dev)?;
+    let quantized = Checkpoint::load(&args.quantized, &dev)?;
+    let rows = compsafe_engine::formats::compare::layer_errors(&source, &quantized, args.ratio)?;
+    let flagged: Vec<_> = rows.iter().filter(|r| r.beyond_honest).collect();
+    if args.json {
+        let out = serde_json::json!({
+            "source": args.source.display().to_string(),
+            "quantized": args.quantized.display().to_string(),
+            "format": quantized.format.as_ref().map(|f| f.method.clone()),
+            "ratio": args.ratio,
+            "clean": flagged.is_empty(),
+            "tensors": rows.iter().map(|r| serde_json::json!({
+                "tensor": r.name, "rel_error": r.rel_error, "rtn_rel_error": r.rtn_rel_error,
+                "ratio_to_rtn": r.ratio, "beyond_honest": r.beyond_honest,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for r in &rows {
+            println!(
+                "{}  error {:.6}, round-to-nearest {:.6}, ratio {:.2}{}",
+                r.name,
+                r.rel_error,
+                r.rtn_rel_error,
+                r.ratio,
+                if r.beyond_honest { "  BEYOND HONEST" } else { "" }
+            );
+        }
+        println!(
+            "{} layers, {} beyond {} times round-to-nearest's error",
+            rows.len(),
+            flagged.len(),
+            args.ratio
+        );
+        println!(
+            "requant-diff: {}",
+            if flagged.is_empty() { "clean" } else { "SUSPICIOUS" }
+        );
+    }
+    Ok(if flagged.is_empty() {
         Outcome::Ok
     } else {
         Outcome::CheckFailed

@@ -31,6 +31,8 @@ pub struct BnbConfig {
     pub quant_type: FourBit,
     /// Double quantization of the absmax values.
     pub double_quant: bool,
+    /// LLM.int8's outlier threshold (`llm_int8_threshold`, default 6).
+    pub threshold: f32,
 }
 
 impl BnbConfig {
@@ -66,6 +68,12 @@ impl BnbConfig {
             four_bit: four,
             quant_type,
             double_quant: f.bool_opt("bnb_4bit_use_double_quant")?.unwrap_or(false),
+            threshold: match f.get("llm_int8_threshold") {
+                None => 6.0,
+                Some(v) => v.as_f64().filter(|t| *t >= 0.0).ok_or_else(|| {
+                    f.err("llm_int8_threshold", format!("= {v}: expected a non-negative number"))
+                })? as f32,
+            },
         })
     }
 
@@ -118,7 +126,9 @@ pub fn decode(cfg: &BnbConfig, raw: &RawTensors, layer: &Layer) -> Result<Option
             },
             round_to: RoundTo::F32,
             sparse24: None,
-            act: None,
+            act: Some(super::packed::ActQuant::LlmInt8 {
+                threshold: cfg.threshold,
+            }),
             stored_bytes: bytes,
         }));
     }

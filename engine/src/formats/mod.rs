@@ -24,6 +24,7 @@ use crate::error::{EngineError, Result};
 
 pub mod awq;
 pub mod bnb;
+pub mod compare;
 pub mod ct;
 pub mod gptq;
 pub mod json;

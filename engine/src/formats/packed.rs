@@ -113,7 +113,8 @@ pub enum Codes {
         /// The code table.
         table: [f32; 16],
     },
-    /// LLM.int8: int8 `weight` `[out, in]` with row scales `SCB`; `w = q * SCB / 127`.
+    /// LLM.int8: int8 `weight` `[out, in]` with row scales `SCB`; `w = q * SCB * (1/127)`
+    /// (bitsandbytes' `int8_vectorwise_dequant`: the product, then the f32 constant).
     Int8Rows {
         /// Codes, row-major.
         codes: Vec<i8>,
@@ -136,11 +137,23 @@ pub enum CtCodes {
     Int8(Vec<i8>),
 }
 
+/// bitsandbytes' `1/127` as an f32 constant (`7.874015718698502e-3`).
+const INV_127: f32 = 7.874_015_7e-3;
+/// bitsandbytes' `1/127^2` as an f32 constant (`6.200124e-05`).
+const INV_127_SQ: f32 = 6.200_124e-5;
+
 /// How the inputs of a layer are quantized before the product.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ActQuant {
     /// One scale per token, computed from the token's values.
     Dynamic(ActType),
+    /// LLM.int8 (bitsandbytes' `MatMul8bitLt`): inputs rounded to f16; columns holding a
+    /// value of magnitude `threshold` or more multiply the dequantized weight in f32; the
+    /// rest are quantized per row to int8 (absmax / 127) and multiplied in integers.
+    LlmInt8 {
+        /// `llm_int8_threshold`.
+        threshold: f32,
+    },
     /// One stored scale (and zero point) for every value.
     Static {
         /// The number type.
@@ -158,6 +171,8 @@ impl ActQuant {
         match *self {
             ActQuant::Dynamic(ty) => act::qdq_per_token(x, cols, ty),
             ActQuant::Static { ty, scale, zero } => act::qdq_static(x, scale, zero, ty),
+            // Applied inside the product (see `PackedWeight::llm_int8_product`).
+            ActQuant::LlmInt8 { .. } => {}
         }
     }
 }
@@ -294,7 +309,7 @@ impl PackedWeight {
                 for o in 0..n_out {
                     for i in 0..n_in {
                         w[o * n_in + i] =
-                            r.apply(f32::from(codes[o * n_in + i]) * (scb[o] / 127.0));
+                            r.apply(f32::from(codes[o * n_in + i]) * scb[o] * INV_127);
                     }
                 }
             }
@@ -307,6 +322,63 @@ impl PackedWeight {
             }
         }
         w
+    }
+
+    /// LLM.int8's product of `x` (`[rows, in]`, row-major) with an [`Codes::Int8Rows`]
+    /// weight, as bitsandbytes computes it: `[rows, out]`, or `None` for other codes.
+    pub fn llm_int8_product(&self, x: &[f32], threshold: f32) -> Option<Vec<f32>> {
+        let Codes::Int8Rows { codes, scb } = &self.codes else {
+            return None;
+        };
+        let (n_out, n_in) = (self.out_features, self.in_features);
+        let rows = x.len() / n_in.max(1);
+        let x16: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let mut outlier = vec![false; n_in];
+        if threshold > 0.0 {
+            for (k, v) in x16.iter().enumerate() {
+                if v.abs() >= threshold {
+                    outlier[k % n_in] = true;
+                }
+            }
+        }
+        let mut out = vec![0f32; rows * n_out];
+        let mut ca = vec![0i32; n_in];
+        for r in 0..rows {
+            let row = &x16[r * n_in..(r + 1) * n_in];
+            // Row absmax over the values below the threshold (outliers are zeroed first).
+            let stat = row
+                .iter()
+                .filter(|v| !(threshold > 0.0 && v.abs() >= threshold))
+                .fold(0f32, |m, v| m.max(v.abs()));
+            let inv = 127.0f32 / stat;
+            for (k, &v) in row.iter().enumerate() {
+                let small = !(threshold > 0.0 && v.abs() >= threshold);
+                // Outlier columns are zeroed in every row when there is more than one row.
+                let zeroed = !small || (rows > 1 && outlier[k]);
+                ca[k] = if zeroed || stat == 0.0 {
+                    0
+                } else {
+                    (v * inv).round_ties_even() as i32
+                };
+            }
+            for o in 0..n_out {
+                let wrow = &codes[o * n_in..(o + 1) * n_in];
+                let acc: i64 = ca
+                    .iter()
+                    .zip(wrow)
+                    .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                    .sum();
+                let mut y = acc as f32 * (stat * scb[o]) * INV_127_SQ;
+                let mut extra = 0f32;
+                for k in (0..n_in).filter(|&k| outlier[k]) {
+                    let w = f32::from(wrow[k]) * scb[o] * INV_127;
+                    extra += x[r * n_in + k] * w;
+                }
+                y += extra;
+                out[r * n_out + o] = y;
+            }
+        }
+        Some(out)
     }
 
     /// The dequantized weight `[out, in]` in f32 on `device`.

@@ -30,7 +30,7 @@ pub const NF4: [f32; 16] = [
 ];
 
 /// The FP4 table (`get_4bit_type("fp4")`: E2M1 with bias 2, divided by its maximum 12), by
-/// code (bit 3 is the sign).
+/// code (bit 3 is the sign; code 8, "negative zero", is +0.0 in bitsandbytes' table).
 pub const FP4: [f32; 16] = [
     0.0,
     0.0625 / 12.0,
@@ -40,7 +40,7 @@ pub const FP4: [f32; 16] = [
     6.0 / 12.0,
     2.0 / 12.0,
     3.0 / 12.0,
-    -0.0,
+    0.0,
     -0.0625 / 12.0,
     -8.0 / 12.0,
     -12.0 / 12.0,
