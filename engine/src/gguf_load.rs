@@ -217,6 +217,9 @@ pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoin
         weights,
         quantized,
         blocks,
+        packed: BTreeMap::new(),
+        kv_quant: None,
+        format: None,
         stored_bits,
         files: vec![path.to_path_buf()],
         // llama's rope rotates adjacent pairs (its converter permutes q/k rows); the others

@@ -1,6 +1,8 @@
 //! Linear layers as the model executes them: `y = x W^T + b` with the weight dense (any
-//! float dtype) or block-quantized (GGUF types through candle's quantized matmul, and the
-//! types candle lacks, such as the i-quants, by decoding their blocks row by row).
+//! float dtype), block-quantized (GGUF types through candle's quantized matmul, and the
+//! types candle lacks, such as the i-quants, by decoding their blocks row by row) or packed as
+//! a quantized checkpoint stores it (dequantized per product by the format's formula, its
+//! inputs quantized as the format quantizes activations).
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::formats::{ActQuant, PackedWeight};
 use crate::ggml::BlockTensor;
 
 /// A linear layer's weight as a compressor or loader hands it to the model.
@@ -23,6 +26,8 @@ pub enum LinearWeight {
     /// A weight whose inputs are recorded (squared activations per column, for an importance
     /// matrix) before it is applied.
     Observed(Arc<Tap>, Box<LinearWeight>),
+    /// A quantized checkpoint's packed weight (GPTQ, AWQ, compressed-tensors, bitsandbytes).
+    Packed(Arc<PackedWeight>),
 }
 
 /// Where an observed linear layer accumulates, per input column, the sum of its squared
@@ -87,15 +92,23 @@ pub enum Linear {
         /// The bias `[out]`, if any.
         b: Option<Tensor>,
     },
+    /// A packed weight, dequantized at every product (f32 arithmetic).
+    Packed {
+        /// The packed weight.
+        w: Arc<PackedWeight>,
+        /// The bias `[out]`, if any.
+        b: Option<Tensor>,
+    },
 }
 
 impl Linear {
     /// The bias added after the product, if any.
     pub fn bias(&self) -> Option<&Tensor> {
         match self {
-            Linear::Dense { b, .. } | Linear::Quant { b, .. } | Linear::Blocks { b, .. } => {
-                b.as_ref()
-            }
+            Linear::Dense { b, .. }
+            | Linear::Quant { b, .. }
+            | Linear::Blocks { b, .. }
+            | Linear::Packed { b, .. } => b.as_ref(),
             Linear::Observed { inner, .. } => inner.bias(),
         }
     }
@@ -120,6 +133,7 @@ impl Linear {
                 w: w.to_tensor(w.device())?.to_dtype(dtype)?,
                 b,
             },
+            LinearWeight::Packed(w) => Linear::Packed { w, b },
         })
     }
 
@@ -161,10 +175,46 @@ impl Linear {
                 tap.record(x)?;
                 return inner.forward(x, flat);
             }
+            Linear::Packed { w, b } => (packed_forward(w, x)?, b),
         };
         Ok(match b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
+}
+
+/// `x W^T` for a packed weight: the weight dequantized by its format's formula, the input
+/// quantize-dequantized as the format quantizes activations, the product in f32.
+fn packed_forward(w: &PackedWeight, x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let dims = x.dims().to_vec();
+    let cols = w.in_features;
+    let rows = x.elem_count() / cols.max(1);
+    let x32 = x.to_dtype(DType::F32)?.reshape((rows, cols))?;
+    let mut out_dims = dims.clone();
+    if let Some(last) = out_dims.last_mut() {
+        *last = w.out_features;
+    }
+    if let Some(ActQuant::LlmInt8 { threshold }) = w.act {
+        let v = x32.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(y) = w.llm_int8_product(&v, threshold) {
+            return Ok(Tensor::from_vec(y, (rows, w.out_features), x.device())?
+                .reshape(out_dims)?
+                .to_dtype(dtype)?);
+        }
+    }
+    let x32 = match &w.act {
+        Some(a) => {
+            let mut v = x32.flatten_all()?.to_vec1::<f32>()?;
+            a.apply(&mut v, cols);
+            Tensor::from_vec(v, (rows, cols), x.device())?
+        }
+        None => x32,
+    };
+    let weight = w.dequantize(x.device())?;
+    Ok(x32
+        .matmul(&weight.t()?)?
+        .reshape(out_dims)?
+        .to_dtype(dtype)?)
 }

@@ -1,5 +1,6 @@
 //! Checkpoint loading: Hugging Face directories (single or sharded safetensors in f32, f16 or
-//! bf16) and GGUF files. Nothing is ever unpickled; every tensor is checked against the config.
+//! bf16, or quantized in one of the formats of [`crate::formats`]) and GGUF files. Nothing is
+//! ever unpickled; every tensor is checked against the config.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use crate::compress::WeightMap;
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
+use crate::formats::{FormatInfo, KvQuant, PackedWeight};
 
 /// A loaded checkpoint: its config and its weights, ready to build a model from.
 #[derive(Debug, Clone)]
@@ -28,6 +30,13 @@ pub struct Checkpoint {
     pub quantized: BTreeMap<String, Arc<QTensor>>,
     /// Block-quantized weights of types candle lacks (i-quants, TQ1_0, TQ2_0), by HF name.
     pub blocks: BTreeMap<String, Arc<crate::ggml::BlockTensor>>,
+    /// Linear weights of a quantized checkpoint (GPTQ, AWQ, compressed-tensors,
+    /// bitsandbytes) in their packed form, by HF name.
+    pub packed: BTreeMap<String, Arc<PackedWeight>>,
+    /// KV-cache quantization the checkpoint's format asks for.
+    pub kv_quant: Option<KvQuant>,
+    /// The quantized checkpoint format, if any.
+    pub format: Option<FormatInfo>,
     /// Bits per weight each tensor had on disk.
     pub stored_bits: BTreeMap<String, f64>,
     /// The weight files read.
@@ -69,6 +78,9 @@ impl Checkpoint {
             weights,
             quantized: BTreeMap::new(),
             blocks: BTreeMap::new(),
+            packed: BTreeMap::new(),
+            kv_quant: None,
+            format: None,
             stored_bits,
             files: Vec::new(),
             rope_interleaved: false,
@@ -91,6 +103,9 @@ impl Checkpoint {
         for b in self.blocks.values() {
             total += b.storage_bytes() as f64;
         }
+        for p in self.packed.values() {
+            total += p.stored_bytes as f64;
+        }
         total.round() as u64
     }
 
@@ -108,6 +123,7 @@ impl Checkpoint {
                 .values()
                 .map(|b| b.dims().0 * b.dims().1)
                 .sum::<usize>()
+            + self.packed.values().map(|p| p.numel()).sum::<usize>()
     }
 
     /// True for the quantized output projection a tied GGUF model shares with its token
@@ -218,7 +234,10 @@ pub fn read_safetensors(
             other => {
                 return Err(EngineError::bad_file(
                     file,
-                    format!("tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"),
+                    format!(
+                        "tensor `{name}` has dtype {other:?}, outside a known quantization \
+                         format (config.json has no quantization_config); expected F32, F16 or BF16"
+                    ),
                 ))
             }
         };
@@ -250,6 +269,29 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
     }
     let config = ModelConfig::from_hf_file(&config_path)?;
     let files = safetensor_files(dir)?;
+    if let Some((format, settings)) = crate::formats::Format::detect(dir)? {
+        let d = crate::formats::decode(&format, &settings, &config, &files, device)?;
+        let mut weights = WeightMap::new();
+        let mut stored_bits = BTreeMap::new();
+        for (name, t, bits) in d.dense {
+            stored_bits.insert(name.clone(), bits);
+            weights.insert(name, t);
+        }
+        return Ok(Checkpoint {
+            path: dir.to_path_buf(),
+            config,
+            weights,
+            quantized: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            packed: d.packed,
+            kv_quant: d.kv,
+            format: Some(d.info),
+            stored_bits,
+            files,
+            rope_interleaved: false,
+            gguf_metadata: None,
+        });
+    }
     let expected: BTreeMap<String, Vec<usize>> = config.expected_shapes().into_iter().collect();
     let mut weights = WeightMap::new();
     let mut stored_bits = BTreeMap::new();
@@ -274,6 +316,9 @@ fn load_hf_dir(dir: &Path, device: &Device) -> Result<Checkpoint> {
         weights,
         quantized: BTreeMap::new(),
         blocks: BTreeMap::new(),
+        packed: BTreeMap::new(),
+        kv_quant: None,
+        format: None,
         stored_bits,
         files,
         rope_interleaved: false,

@@ -27,9 +27,32 @@ pub struct DerivedVariant {
     pub bits_per_weight: f64,
     /// Stored bytes of every weight of the model.
     pub bytes: u64,
+    /// The quantized checkpoint format a checkpoint variant (or the reference) is stored in:
+    /// what it is and how it is executed.
+    pub format: Option<crate::formats::FormatInfo>,
 }
 
 impl DerivedVariant {
+    /// The report's `kind`: the checkpoint format when the variant is a quantized
+    /// checkpoint, else the method's kind.
+    pub fn report_kind(&self) -> String {
+        match (&self.variant.method, &self.format) {
+            (Method::Checkpoint { .. }, Some(f)) => f.kind.clone(),
+            _ => self.variant.method.kind().to_string(),
+        }
+    }
+
+    /// The report's `method`: for a quantized checkpoint its format's method and execution
+    /// (`gptq:w4g128:act, 14 layers kept packed (4.27 bits/weight), ...`), else the method.
+    pub fn report_method(&self) -> String {
+        match (&self.variant.method, &self.format) {
+            (Method::Checkpoint { path }, Some(f)) => {
+                format!("{} ({}; {})", f.method, path.display(), f.execution())
+            }
+            _ => self.variant.method.to_string(),
+        }
+    }
+
     /// Mean relative error over the replaced tensors, when any were replaced.
     pub fn mean_rel_error(&self) -> Option<f64> {
         (!self.compressed_stats.is_empty()).then(|| {
@@ -227,6 +250,7 @@ pub fn derive_with(
             compressed_stats: Vec::new(),
             bits_per_weight: bytes as f64 * 8.0 / other.num_params().max(1) as f64,
             bytes,
+            format: other.format.clone(),
         });
     }
     let compressed = compress_with(reference, variant, calib)?;
@@ -245,6 +269,11 @@ pub fn derive_with(
             bytes += q.storage_size_in_bytes() as f64;
         }
     }
+    for (name, p) in &reference.packed {
+        if compressed.stat(name).is_none() {
+            bytes += p.stored_bytes as f64;
+        }
+    }
     let params = reference.num_params().max(1) as f64;
     Ok(DerivedVariant {
         variant: variant.clone(),
@@ -252,5 +281,6 @@ pub fn derive_with(
         bits_per_weight: bytes * 8.0 / params,
         bytes: bytes.round() as u64,
         compressed_stats: compressed.stats,
+        format: reference.format.clone(),
     })
 }

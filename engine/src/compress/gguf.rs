@@ -296,7 +296,7 @@ impl Compressor for GgufRecipe {
                     LinearWeight::Dense(t) => t.to_dtype(DType::F32)?,
                     LinearWeight::Quantized(q) => q.dequantize(items[i].2.device())?,
                     LinearWeight::Blocks(b) => b.to_tensor(items[i].2.device())?,
-                    LinearWeight::Observed(..) => {
+                    LinearWeight::Observed(..) | LinearWeight::Packed(_) => {
                         return Err(EngineError::Invalid(format!(
                             "{label}: `{hf}` is not a stored weight"
                         )))

@@ -82,6 +82,11 @@ impl Attention {
         let v = split(v, kv, None)?;
         let q = rotate(&q, input.rotation, model.interleaved, model.training)?;
         let k = rotate(&k, input.rotation, model.interleaved, model.training)?;
+        // A format that quantizes the KV cache stores keys and values quantized.
+        let (k, v) = match &model.kv_quant {
+            Some(kv) => (kv.apply(layer, false, &k)?, kv.apply(layer, true, &v)?),
+            None => (k, v),
+        };
         let (k, v) = cache.append(layer, k, v)?;
         let n_rep = heads / kv;
         let out = if model.fast_paths {

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::compress::{Compressed, LinearWeight};
 use crate::config::{expert_names, moe_router_name, LayerKind, ModelConfig};
 use crate::error::{EngineError, Result};
+use crate::formats::KvQuant;
 use crate::linear::Linear;
 use crate::loader::Checkpoint;
 
@@ -65,6 +66,8 @@ pub struct Model {
     dtype: DType,
     training: bool,
     fast_paths: bool,
+    /// KV-cache quantization a checkpoint's format asks for.
+    kv_quant: Option<Arc<KvQuant>>,
 }
 
 impl Model {
@@ -120,6 +123,9 @@ impl Model {
             }
             if let Some(b) = ckpt.blocks.get(name) {
                 return Ok(LinearWeight::Blocks(Arc::clone(b)));
+            }
+            if let Some(p) = ckpt.packed.get(name) {
+                return Ok(LinearWeight::Packed(Arc::clone(p)));
             }
             Err(EngineError::Invalid(format!("tensor `{name}` is missing")))
         };
@@ -264,6 +270,7 @@ impl Model {
             dtype,
             training: false,
             fast_paths,
+            kv_quant: ckpt.kv_quant.clone().map(Arc::new),
         })
     }
 
