@@ -14,8 +14,11 @@
 
 pub mod aggregate;
 pub mod analysis;
+pub mod calibrated;
+pub mod calibration;
 pub mod error;
 pub mod gate;
+pub mod gguf;
 pub mod judge;
 pub mod mc;
 pub mod paths;
@@ -34,5 +37,6 @@ pub use report::{Cell, Record, Report};
 pub use spec::{Spec, Validated};
 pub use suite::{Expect, Prompt, Suite, SuiteSource};
 pub use variant::{
-    Ablation, DistillSpec, FloatType, GgufType, HeadRef, Method, PruneScope, StudentInit, Variant,
+    Ablation, DistillSpec, FloatType, GgufFtype, GgufType, HeadRef, ImatrixSource, Method,
+    PruneScope, StudentInit, Variant,
 };

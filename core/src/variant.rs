@@ -9,7 +9,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibrated::{
+    AwqSpec, Bnb4Code, Bnb4Spec, Fp8Spec, GptqSpec, KvQuant, SmoothQuantSpec, SparseGptSpec,
+    SparsitySpec,
+};
 use crate::error::FieldError;
+pub use crate::gguf::{GgufFtype, GgufType, ImatrixSource};
 
 /// Floating-point storage type of a dtype-cast variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,110 +35,6 @@ impl FloatType {
             FloatType::F32 => 32.0,
             FloatType::F16 | FloatType::Bf16 => 16.0,
         }
-    }
-}
-
-/// The GGUF block-quantized weight types that candle can execute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum GgufType {
-    /// 8-bit, blocks of 32, one f16 scale.
-    Q8_0,
-    /// 4-bit symmetric, blocks of 32.
-    Q4_0,
-    /// 4-bit with minimum, blocks of 32.
-    Q4_1,
-    /// 5-bit symmetric, blocks of 32.
-    Q5_0,
-    /// 5-bit with minimum, blocks of 32.
-    Q5_1,
-    /// 2-bit k-quant, super-blocks of 256.
-    Q2K,
-    /// 3-bit k-quant.
-    Q3K,
-    /// 4-bit k-quant.
-    Q4K,
-    /// 5-bit k-quant.
-    Q5K,
-    /// 6-bit k-quant.
-    Q6K,
-    /// 8-bit k-quant (dequantized on GPUs).
-    Q8K,
-}
-
-impl GgufType {
-    /// Every type, in the order they are documented.
-    pub const ALL: [GgufType; 11] = [
-        GgufType::Q8_0,
-        GgufType::Q4_0,
-        GgufType::Q4_1,
-        GgufType::Q5_0,
-        GgufType::Q5_1,
-        GgufType::Q2K,
-        GgufType::Q3K,
-        GgufType::Q4K,
-        GgufType::Q5K,
-        GgufType::Q6K,
-        GgufType::Q8K,
-    ];
-
-    /// Canonical lower-case short name (`q4k`, `q8_0`).
-    pub fn short_name(self) -> &'static str {
-        match self {
-            GgufType::Q8_0 => "q8_0",
-            GgufType::Q4_0 => "q4_0",
-            GgufType::Q4_1 => "q4_1",
-            GgufType::Q5_0 => "q5_0",
-            GgufType::Q5_1 => "q5_1",
-            GgufType::Q2K => "q2k",
-            GgufType::Q3K => "q3k",
-            GgufType::Q4K => "q4k",
-            GgufType::Q5K => "q5k",
-            GgufType::Q6K => "q6k",
-            GgufType::Q8K => "q8k",
-        }
-    }
-
-    /// Elements per block.
-    pub fn block_size(self) -> usize {
-        match self {
-            GgufType::Q8_0 | GgufType::Q4_0 | GgufType::Q4_1 | GgufType::Q5_0 | GgufType::Q5_1 => {
-                32
-            }
-            _ => 256,
-        }
-    }
-
-    /// Bytes per block (ggml's layout).
-    pub fn type_size(self) -> usize {
-        match self {
-            GgufType::Q8_0 => 34,
-            GgufType::Q4_0 => 18,
-            GgufType::Q4_1 => 20,
-            GgufType::Q5_0 => 22,
-            GgufType::Q5_1 => 24,
-            GgufType::Q2K => 84,
-            GgufType::Q3K => 110,
-            GgufType::Q4K => 144,
-            GgufType::Q5K => 176,
-            GgufType::Q6K => 210,
-            GgufType::Q8K => 292,
-        }
-    }
-
-    /// Bits per weight of the storage format.
-    pub fn bits_per_weight(self) -> f64 {
-        self.type_size() as f64 * 8.0 / self.block_size() as f64
-    }
-
-    fn parse(s: &str) -> Option<GgufType> {
-        let norm: String = s
-            .to_ascii_lowercase()
-            .chars()
-            .filter(|c| *c != '_')
-            .collect();
-        GgufType::ALL
-            .into_iter()
-            .find(|t| t.short_name().replace('_', "") == norm)
     }
 }
 
@@ -186,10 +87,23 @@ pub enum Method {
         /// Asymmetric (scale and zero point) rather than symmetric.
         asym: bool,
     },
-    /// GGUF block quantization executed through quantized matmul.
+    /// One GGUF block type on the selected tensors (`gguf:q4k`), executed through quantized
+    /// matmul.
     Gguf {
         /// Block type.
         ty: GgufType,
+    },
+    /// A llama.cpp file type (`gguf:q4_k_m`): `llama-quantize`'s per-tensor recipe over the
+    /// whole model (token embedding and output projection included), byte for byte.
+    GgufFile {
+        /// The file type.
+        ftype: GgufFtype,
+        /// Every quantizable tensor in the default type (`llama-quantize --pure`).
+        #[serde(default)]
+        pure: bool,
+        /// The importance matrix, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        imatrix: Option<ImatrixSource>,
     },
     /// Unstructured magnitude pruning.
     Prune {
@@ -230,6 +144,42 @@ pub enum Method {
         sigma: f64,
         /// Seed of the draw.
         seed: u64,
+    },
+    /// GPTQ, calibrated.
+    Gptq(GptqSpec),
+    /// AWQ's activation-aware scales, then integer quantization; calibrated.
+    Awq(AwqSpec),
+    /// SmoothQuant W8A8: smoothing scales, int8 weights per channel and int8 activations per
+    /// token; calibrated.
+    #[serde(rename = "smoothquant")]
+    SmoothQuant(SmoothQuantSpec),
+    /// FP8 E4M3 weights per channel and activations (dynamic per token, or calibrated static
+    /// per-tensor scales).
+    Fp8(Fp8Spec),
+    /// bitsandbytes NF4 or FP4 blocks.
+    #[serde(rename = "bnb4")]
+    Bnb4(Bnb4Spec),
+    /// SparseGPT, calibrated.
+    #[serde(rename = "sparsegpt")]
+    SparseGpt(SparseGptSpec),
+    /// Wanda, calibrated.
+    Wanda {
+        /// What to prune.
+        sparsity: SparsitySpec,
+    },
+    /// A pruner followed by a quantizer (`sparsegpt:2of4+gptq:w4g128`): the quantizer keeps
+    /// the pruned zeros.
+    Chain {
+        /// The pruner, then the quantizer.
+        steps: Vec<Method>,
+    },
+    /// Keys and values quantized as they enter the KV cache, on top of another method (the
+    /// reference for a bare `kv:fp8`).
+    Kv {
+        /// The cache's number format.
+        kv: KvQuant,
+        /// The method applied to the weights.
+        base: Box<Method>,
     },
 }
 
@@ -369,6 +319,105 @@ impl Method {
     /// `prune:2of4`, `heads:3.1,3.2`. `field` names where the string came from, for errors.
     pub fn parse(s: &str, field: &str) -> Result<Method, FieldError> {
         let bad = |why: &str| FieldError::new(field, s, why);
+        if !s.contains('+') {
+            return Method::parse_one(s, field);
+        }
+        let mut kv = None;
+        let mut steps = Vec::new();
+        for part in s.split('+') {
+            match Method::parse_one(part, field)? {
+                Method::Kv { kv: k, base } if *base == Method::reference() => {
+                    if kv.replace(k).is_some() {
+                        return Err(bad("at most one kv: modifier"));
+                    }
+                }
+                m => steps.push(m),
+            }
+        }
+        let method = match steps.len() {
+            0 => Method::reference(),
+            1 => steps.pop().unwrap_or_else(Method::reference),
+            2 if steps[0].is_pruner() && steps[1].is_weight_quantizer() => Method::Chain { steps },
+            _ => {
+                return Err(bad(
+                    "a combination is a pruner followed by a quantizer (sparsegpt:2of4+gptq:w4g128), optionally +kv:fp8 or +kv:int8",
+                ))
+            }
+        };
+        Ok(match kv {
+            Some(kv) => Method::Kv {
+                kv,
+                base: Box::new(method),
+            },
+            None => method,
+        })
+    }
+
+    /// Whether the method prunes weights (a chain's first step).
+    pub fn is_pruner(&self) -> bool {
+        matches!(
+            self,
+            Method::Prune { .. }
+                | Method::NofM { .. }
+                | Method::SparseGpt(_)
+                | Method::Wanda { .. }
+        )
+    }
+
+    /// Whether the method quantizes weights (a chain's second step).
+    pub fn is_weight_quantizer(&self) -> bool {
+        matches!(
+            self,
+            Method::Rtn { .. }
+                | Method::Gguf { .. }
+                | Method::Gptq(_)
+                | Method::Awq(_)
+                | Method::SmoothQuant(_)
+                | Method::Fp8(_)
+                | Method::Bnb4(_)
+        )
+    }
+
+    /// Whether deriving the variant needs calibration data.
+    pub fn needs_calibration(&self) -> bool {
+        match self {
+            Method::Gptq(_)
+            | Method::Awq(_)
+            | Method::SmoothQuant(_)
+            | Method::SparseGpt(_)
+            | Method::Wanda { .. } => true,
+            Method::Fp8(f) => f.static_act,
+            Method::Chain { steps } => steps.iter().any(Method::needs_calibration),
+            Method::Kv { base, .. } => base.needs_calibration(),
+            _ => false,
+        }
+    }
+
+    /// Checks the parameters of a method built from a table (the shorthand parser checks
+    /// its own); the error names `field`.
+    pub fn check(&self, field: &str) -> Result<(), FieldError> {
+        let at = |why: &str| FieldError::new(field, self.to_string(), why);
+        match self {
+            Method::Gptq(g) => g.check().map_err(at),
+            Method::Awq(a) => a.check().map_err(at),
+            Method::SmoothQuant(q) => q.check().map_err(at),
+            Method::Bnb4(b) => b.check().map_err(at),
+            Method::SparseGpt(p) => p.check().map_err(at),
+            Method::Wanda { sparsity } => sparsity.check().map_err(at),
+            Method::Chain { steps } => {
+                if !(steps.len() == 2 && steps[0].is_pruner() && steps[1].is_weight_quantizer()) {
+                    return Err(at("a chain is a pruner followed by a quantizer"));
+                }
+                steps.iter().try_for_each(|m| m.check(field))
+            }
+            Method::Kv { base, .. } => base.check(field),
+            _ => Ok(()),
+        }
+    }
+
+    /// Parses one shorthand without `+`.
+    fn parse_one(s: &str, field: &str) -> Result<Method, FieldError> {
+        let bad = |why: &str| FieldError::new(field, s, why);
         let lower = s.trim().to_ascii_lowercase();
         let mut parts = lower.split(':');
         let head = parts.next().unwrap_or_default();
@@ -413,15 +462,7 @@ impl Method {
                 }
                 Ok(Method::Rtn { bits, group, asym })
             }
-            "gguf" => {
-                let [t] = rest.as_slice() else {
-                    return Err(bad("expected gguf:TYPE, e.g. gguf:q4k"));
-                };
-                let ty = GgufType::parse(t).ok_or_else(|| {
-                    bad("unknown GGUF type (q8_0 q4_0 q4_1 q5_0 q5_1 q2k q3k q4k q5k q6k q8k)")
-                })?;
-                Ok(Method::Gguf { ty })
-            }
+            "gguf" => parse_gguf(s.trim(), &rest, &bad),
             "prune" => match rest.as_slice() {
                 [nm] if nm.contains("of") => {
                     let (n, m) = nm.split_once("of").unwrap_or_default();
@@ -482,8 +523,37 @@ impl Method {
                 };
                 Ok(Method::Noise { sigma, seed })
             }
+            "gptq" => Ok(Method::Gptq(GptqSpec::parse(&rest).map_err(bad)?)),
+            "awq" => Ok(Method::Awq(AwqSpec::parse(&rest).map_err(bad)?)),
+            "smoothquant" => Ok(Method::SmoothQuant(
+                SmoothQuantSpec::parse(&rest).map_err(bad)?,
+            )),
+            "fp8" => match rest.as_slice() {
+                [] | ["dynamic"] => Ok(Method::Fp8(Fp8Spec { static_act: false })),
+                ["static"] => Ok(Method::Fp8(Fp8Spec { static_act: true })),
+                _ => Err(bad("expected fp8 or fp8:static")),
+            },
+            "nf4" => Ok(Method::Bnb4(
+                Bnb4Spec::parse(Bnb4Code::Nf4, &rest).map_err(bad)?,
+            )),
+            "fp4" => Ok(Method::Bnb4(
+                Bnb4Spec::parse(Bnb4Code::Fp4, &rest).map_err(bad)?,
+            )),
+            "sparsegpt" => Ok(Method::SparseGpt(
+                SparseGptSpec::parse(&rest).map_err(bad)?,
+            )),
+            "wanda" => match rest.as_slice() {
+                [sp] => Ok(Method::Wanda {
+                    sparsity: SparsitySpec::parse(sp).map_err(bad)?,
+                }),
+                _ => Err(bad("expected wanda:FRACTION or wanda:NofM")),
+            },
+            "kv" => Ok(Method::Kv {
+                kv: KvQuant::parse(&rest).map_err(bad)?,
+                base: Box::new(Method::reference()),
+            }),
             _ => Err(bad(
-                "unknown variant (fp32 f16 bf16 intN[:gN][:asym] gguf:TYPE prune:F[:layer] prune:NofM heads:L.H,... ablate:layer:L,... ablate:mlp:L:A-B,... noise:SIGMA[:sSEED])",
+                "unknown variant (fp32 f16 bf16 intN[:gN][:asym] gguf:TYPE prune:F[:layer] prune:NofM heads:L.H,... gptq:w4g128 awq:w4g128 smoothquant:w8a8 fp8 nf4 fp4 sparsegpt:0.5 wanda:2of4 kv:fp8 ablate:layer:L,... ablate:mlp:L:A-B,... noise:SIGMA[:sSEED], combined with +)",
             )),
         }
     }
@@ -493,7 +563,7 @@ impl Method {
         match self {
             Method::Cast { .. } => "cast",
             Method::Rtn { .. } => "rtn",
-            Method::Gguf { .. } => "gguf",
+            Method::Gguf { .. } | Method::GgufFile { .. } => "gguf",
             Method::Prune { .. } => "prune",
             Method::NofM { .. } => "prune_nm",
             Method::Heads { .. } => "heads",
@@ -501,6 +571,19 @@ impl Method {
             Method::Distill(_) => "distill",
             Method::Ablate { .. } => "ablate",
             Method::Noise { .. } => "noise",
+            Method::Gptq(_) => "gptq",
+            Method::Awq(_) => "awq",
+            Method::SmoothQuant(_) => "smoothquant",
+            Method::Fp8(_) => "fp8",
+            Method::Bnb4(b) => match b.code {
+                Bnb4Code::Nf4 => "nf4",
+                Bnb4Code::Fp4 => "fp4",
+            },
+            Method::SparseGpt(_) => "sparsegpt",
+            Method::Wanda { .. } => "wanda",
+            Method::Chain { .. } => "chain",
+            Method::Kv { base, .. } if **base == Method::reference() => "kv",
+            Method::Kv { base, .. } => base.family(),
         }
     }
 
@@ -510,12 +593,24 @@ impl Method {
             Method::Cast {
                 dtype: FloatType::F32,
             } => "reference",
-            Method::Cast { .. } | Method::Rtn { .. } | Method::Gguf { .. } => "quantization",
+            Method::Cast { .. }
+            | Method::Rtn { .. }
+            | Method::Gguf { .. }
+            | Method::GgufFile { .. } => "quantization",
             Method::Prune { .. } | Method::NofM { .. } | Method::Heads { .. } => "pruning",
             Method::Checkpoint { .. } => "checkpoint",
             Method::Distill(_) => "distillation",
             Method::Ablate { .. } => "ablation",
             Method::Noise { .. } => "control",
+            Method::Gptq(_)
+            | Method::Awq(_)
+            | Method::SmoothQuant(_)
+            | Method::Fp8(_)
+            | Method::Bnb4(_)
+            | Method::Chain { .. } => "quantization",
+            Method::SparseGpt(_) | Method::Wanda { .. } => "pruning",
+            Method::Kv { base, .. } if **base == Method::reference() => "quantization",
+            Method::Kv { base, .. } => base.kind(),
         }
     }
 }
@@ -539,6 +634,20 @@ impl fmt::Display for Method {
                 Ok(())
             }
             Method::Gguf { ty } => write!(f, "gguf:{}", ty.short_name()),
+            Method::GgufFile {
+                ftype,
+                pure,
+                imatrix,
+            } => {
+                write!(f, "gguf:{}", ftype.name())?;
+                if *pure {
+                    f.write_str(":pure")?;
+                }
+                if let Some(m) = imatrix {
+                    write!(f, ":imatrix={m}")?;
+                }
+                Ok(())
+            }
             Method::Prune { sparsity, scope } => {
                 write!(f, "prune:{sparsity}")?;
                 if *scope == PruneScope::Layer {
@@ -591,6 +700,26 @@ impl fmt::Display for Method {
                 }
                 Ok(())
             }
+            Method::Gptq(g) => write!(f, "{g}"),
+            Method::Awq(a) => write!(f, "{a}"),
+            Method::SmoothQuant(q) if q.alpha == 0.5 => f.write_str("smoothquant:w8a8"),
+            Method::SmoothQuant(q) => write!(f, "smoothquant:w8a8:{}", q.alpha),
+            Method::Fp8(p) if p.static_act => f.write_str("fp8:static"),
+            Method::Fp8(_) => f.write_str("fp8"),
+            Method::Bnb4(b) => write!(f, "{b}"),
+            Method::SparseGpt(p) => write!(f, "{p}"),
+            Method::Wanda { sparsity } => write!(f, "wanda:{sparsity}"),
+            Method::Chain { steps } => {
+                for (i, m) in steps.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("+")?;
+                    }
+                    write!(f, "{m}")?;
+                }
+                Ok(())
+            }
+            Method::Kv { kv, base } if **base == Method::reference() => write!(f, "{kv}"),
+            Method::Kv { kv, base } => write!(f, "{base}+{kv}"),
         }
     }
 }
@@ -631,6 +760,65 @@ fn parse_ablation(rest: &[&str]) -> Result<Method, &'static str> {
         _ => return Err("expected ablate:layer:L[,L...] or ablate:mlp:L:A-B[,L:A-B...]"),
     };
     Ok(Method::Ablate { target })
+}
+
+/// `gguf:NAME[:pure][:imatrix=FILE|SUITE]`: a llama.cpp file type (`q4_k_m`, `q8_0`,
+/// `iq4_xs`, ...) or one block type in its compact spelling (`q4k`, `q80`, `iq4xs`).
+/// `original` keeps the case of an imatrix path.
+fn parse_gguf(
+    original: &str,
+    rest: &[&str],
+    bad: &dyn Fn(&str) -> FieldError,
+) -> Result<Method, FieldError> {
+    const TYPES: &str =
+        "a llama.cpp file type (q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q2_k_s q3_k_s q3_k_m \
+                         q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k iq1_s iq1_m iq2_xxs iq2_xs iq2_s \
+                         iq2_m iq3_xxs iq3_xs iq3_s iq3_m iq4_nl iq4_xs tq1_0 tq2_0) or one block \
+                         type (q80 q40 q41 q50 q51 q2k q3k q4k q5k q6k q8k iq4nl iq4xs ...)";
+    let Some((name, opts)) = rest.split_first() else {
+        return Err(bad(&format!("expected gguf:TYPE, {TYPES}")));
+    };
+    let raw_opts: Vec<&str> = original.split(':').skip(2).collect();
+    if let Some(ftype) = GgufFtype::parse(name) {
+        let (mut pure, mut imatrix) = (false, None);
+        for (i, o) in opts.iter().enumerate() {
+            if *o == "pure" {
+                pure = true;
+            } else if let Some(v) = o.strip_prefix("imatrix=") {
+                let v = raw_opts
+                    .get(i)
+                    .and_then(|r| r.split_once('=').map(|(_, v)| v.trim()))
+                    .unwrap_or(v);
+                if v.is_empty() {
+                    return Err(bad("imatrix= needs a file or a bundled suite name"));
+                }
+                imatrix = Some(ImatrixSource::parse(v));
+            } else if *o == "imatrix" {
+                return Err(bad(
+                    "name the importance matrix: imatrix=FILE (from llama-imatrix) or \
+                     imatrix=SUITE (computed from a bundled suite)",
+                ));
+            } else {
+                return Err(bad(
+                    "unknown GGUF option (expected pure or imatrix=FILE|SUITE)",
+                ));
+            }
+        }
+        return Ok(Method::GgufFile {
+            ftype,
+            pure,
+            imatrix,
+        });
+    }
+    if !opts.is_empty() {
+        return Err(bad(
+            "a one-type GGUF variant takes no options (pure and imatrix= apply to llama.cpp file \
+             types such as q4_k_m)",
+        ));
+    }
+    let ty = GgufType::parse(name)
+        .ok_or_else(|| bad(&format!("unknown GGUF type: expected {TYPES}")))?;
+    Ok(Method::Gguf { ty })
 }
 
 /// A named variant: a method plus an optional tensor-selection regex.
@@ -686,6 +874,13 @@ mod tests {
             "gguf:q8_0",
             "gguf:q4k",
             "gguf:q2k",
+            "gguf:iq4xs",
+            "gguf:q80",
+            "gguf:q4_k_m",
+            "gguf:iq4_xs",
+            "gguf:q2_k:pure",
+            "gguf:q4_k_m:imatrix=calib-suite",
+            "gguf:q4_k_m:imatrix=Data/My.imatrix",
             "prune:0.5",
             "prune:0.5:layer",
             "prune:2of4",
@@ -696,6 +891,32 @@ mod tests {
             "ablate:mlp:1:0-64,2:64-128",
             "noise:0.05",
             "noise:0.05:s7",
+            "gptq:w4g128",
+            "gptq:w4g128:act",
+            "gptq:w3g64:asym",
+            "gptq:w8",
+            "gptq:w2g16:act:asym:damp0.1:block64",
+            "awq:w4g128",
+            "awq:w4g64:sym:grid10",
+            "smoothquant:w8a8",
+            "smoothquant:w8a8:0.8",
+            "fp8",
+            "fp8:static",
+            "nf4",
+            "fp4",
+            "nf4:dq",
+            "fp4:dq:b128",
+            "sparsegpt:0.5",
+            "sparsegpt:2of4",
+            "sparsegpt:0.6:damp0.1",
+            "wanda:0.5",
+            "wanda:2of4",
+            "sparsegpt:2of4+gptq:w4g128",
+            "wanda:0.5+int4:g32",
+            "kv:fp8",
+            "kv:int8",
+            "gptq:w4g128+kv:fp8",
+            "sparsegpt:2of4+gptq:w4g128+kv:int8",
         ] {
             let m = Method::parse(s, "variant").unwrap();
             assert_eq!(m.to_string(), s, "round trip of {s}");
@@ -705,13 +926,25 @@ mod tests {
     #[test]
     fn aliases_and_errors() {
         assert_eq!(
-            Method::parse("gguf:Q4_K", "v").unwrap(),
+            Method::parse("gguf:Q4K", "v").unwrap(),
             Method::Gguf { ty: GgufType::Q4K }
+        );
+        // llama-quantize's alias: Q4_K is the Q4_K_M mix.
+        assert_eq!(
+            Method::parse("gguf:Q4_K", "v").unwrap(),
+            Method::GgufFile {
+                ftype: GgufFtype::Q4KM,
+                pure: false,
+                imatrix: None
+            }
         );
         for bad in [
             "int9",
             "int4:g0",
             "gguf:q9k",
+            "gguf:q4k:pure",
+            "gguf:q4_k_m:imatrix",
+            "gguf:q4_k_m:fast",
             "prune:1.5",
             "prune:4of2",
             "heads:3",
@@ -723,6 +956,22 @@ mod tests {
             "noise:2",
             "noise:0.05:7",
             "zzz",
+            "gptq",
+            "gptq:w5g128",
+            "gptq:w4g0",
+            "gptq:w4g128:fast",
+            "gptq:w4g128:damp2",
+            "awq:w4g128:act",
+            "smoothquant:w8a8:1.5",
+            "smoothquant:w4a4",
+            "fp8:e5m2",
+            "nf4:b48",
+            "sparsegpt:1.0",
+            "wanda:4of2",
+            "kv:int4",
+            "gptq:w4g128+sparsegpt:0.5",
+            "int4+int8",
+            "kv:fp8+kv:int8",
         ] {
             let e = Method::parse(bad, "variants[0]").unwrap_err();
             assert!(e.to_string().contains("variants[0]"), "{e}");
@@ -731,10 +980,106 @@ mod tests {
     }
 
     #[test]
+    fn gguf_file_types_and_imatrix_sources() {
+        let m = Method::parse("gguf:Q4_K_M:imatrix=Data/My.imatrix", "v").unwrap();
+        assert_eq!(
+            m,
+            Method::GgufFile {
+                ftype: GgufFtype::Q4KM,
+                pure: false,
+                imatrix: Some(ImatrixSource::File("Data/My.imatrix".into()))
+            }
+        );
+        let m = Method::parse("gguf:iq4_xs:imatrix=fixture-harmful", "v").unwrap();
+        assert!(
+            matches!(m, Method::GgufFile { imatrix: Some(ImatrixSource::Suite(ref s)), .. } if s == "fixture-harmful")
+        );
+        for f in GgufFtype::ALL {
+            assert_eq!(GgufFtype::parse(f.name()), Some(f));
+            let v = Method::parse(&format!("gguf:{}", f.name()), "v").unwrap();
+            assert_eq!(v.to_string(), format!("gguf:{}", f.name()));
+        }
+        for t in GgufType::ALL {
+            let v = Method::parse(&format!("gguf:{}", t.short_name()), "v").unwrap();
+            assert_eq!(v, Method::Gguf { ty: t });
+        }
+        assert_eq!(GgufFtype::Q4KM.id(), 15);
+        assert_eq!(GgufFtype::IQ4XS.default_type(), GgufType::IQ4XS);
+        assert_eq!(GgufFtype::IQ2S.default_type(), GgufType::IQ2XS);
+    }
+
+    #[test]
     fn gguf_bits_per_weight() {
         assert_eq!(GgufType::Q8_0.bits_per_weight(), 8.5);
         assert_eq!(GgufType::Q4K.bits_per_weight(), 4.5);
         assert_eq!(GgufType::Q2K.bits_per_weight(), 2.625);
         assert_eq!(GgufType::Q6K.bits_per_weight(), 6.5625);
+        assert_eq!(GgufType::IQ4XS.bits_per_weight(), 4.25);
+        assert_eq!(GgufType::IQ2XXS.bits_per_weight(), 2.0625);
+    }
+}
+
+#[cfg(test)]
+mod calibrated_tests {
+    use super::*;
+
+    #[test]
+    fn calibrated_parameters_and_needs() {
+        let m = Method::parse("gptq:w4g128:act", "v").unwrap();
+        assert_eq!(
+            m,
+            Method::Gptq(GptqSpec {
+                act_order: true,
+                ..GptqSpec::default()
+            })
+        );
+        assert!(m.needs_calibration());
+        assert!(!Method::parse("fp8", "v").unwrap().needs_calibration());
+        assert!(Method::parse("fp8:static", "v")
+            .unwrap()
+            .needs_calibration());
+        assert!(!Method::parse("nf4", "v").unwrap().needs_calibration());
+        assert!(Method::parse("wanda:0.5+int4:g32", "v")
+            .unwrap()
+            .needs_calibration());
+        assert!(!Method::parse("int4+kv:fp8", "v")
+            .unwrap()
+            .needs_calibration());
+        assert_eq!(
+            Method::parse("gptq:w4g128", "v").unwrap().kind(),
+            "quantization"
+        );
+        assert_eq!(Method::parse("wanda:2of4", "v").unwrap().kind(), "pruning");
+        let e = Method::parse("gptq:w4g128:fast", "variants[3]").unwrap_err();
+        assert!(e.to_string().contains("unknown gptq option"), "{e}");
+    }
+
+    #[test]
+    fn table_form_carries_every_parameter() {
+        let m: Method = toml::from_str(
+            "method = \"gptq\"\nbits = 3\ngroup = 64\nact_order = true\nasym = true\ndamp = 0.05\nblock = 64\n",
+        )
+        .unwrap();
+        assert_eq!(m.to_string(), "gptq:w3g64:act:asym:damp0.05:block64");
+        m.check("variants[0]").unwrap();
+        let bad: Method = toml::from_str("method = \"gptq\"\nbits = 5\n").unwrap();
+        let e = bad.check("variants[0]").unwrap_err();
+        assert!(e.to_string().contains("variants[0]"), "{e}");
+        let e = toml::from_str::<Method>("method = \"gptq\"\nbitz = 4\n").unwrap_err();
+        assert!(e.to_string().contains("bitz"), "{e}");
+        let m: Method = toml::from_str("method = \"smoothquant\"\nalpha = 0.75\n").unwrap();
+        assert_eq!(m.to_string(), "smoothquant:w8a8:0.75");
+        // Every shorthand survives a trip through its table form.
+        for s in [
+            "awq:w4g128",
+            "nf4:dq",
+            "sparsegpt:2of4",
+            "sparsegpt:2of4+gptq:w4g128+kv:fp8",
+        ] {
+            let m = Method::parse(s, "v").unwrap();
+            let t = toml::to_string(&m).unwrap();
+            let back: Method = toml::from_str(&t).unwrap();
+            assert_eq!(back, m, "{s} via {t}");
+        }
     }
 }

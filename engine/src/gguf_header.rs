@@ -102,40 +102,24 @@ fn skip_value(c: &mut Cur<'_>, t: u32, key: &str, depth: u32) -> Result<(), Stri
     Ok(())
 }
 
-/// Element count and byte size of a tensor of ggml type `t` with `dims`, or why not.
+/// Byte size of a tensor of ggml type `t` with `dims`, or why not.
 pub fn tensor_bytes(t: u32, dims: &[u64]) -> Result<u64, String> {
-    // (block elements, block bytes) per ggml type id.
-    let (be, bb): (u64, u64) = match t {
-        0 => (1, 4),     // F32
-        1 => (1, 2),     // F16
-        2 => (32, 18),   // Q4_0
-        3 => (32, 20),   // Q4_1
-        6 => (32, 22),   // Q5_0
-        7 => (32, 24),   // Q5_1
-        8 => (32, 34),   // Q8_0
-        9 => (32, 36),   // Q8_1
-        10 => (256, 84), // Q2_K
-        11 => (256, 110),
-        12 => (256, 144),
-        13 => (256, 176),
-        14 => (256, 210),
-        15 => (256, 292),
-        30 => (1, 2), // BF16
-        other => return Err(format!("ggml type {other} is not supported")),
-    };
+    let ty =
+        crate::ggml::GgmlType::from_id(t).ok_or_else(|| format!("ggml type {t} is not known"))?;
     let mut n: u64 = 1;
     for d in dims {
         n = n
             .checked_mul(*d)
             .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
     }
+    let be = ty.block_size() as u64;
     if !n.is_multiple_of(be) {
         return Err(format!(
-            "{n} elements are not a whole number of {be}-element blocks"
+            "{n} elements are not a whole number of {be}-element {} blocks",
+            ty.name()
         ));
     }
-    (n / be)
-        .checked_mul(bb)
+    ty.bytes_for(n)
         .ok_or_else(|| format!("dimensions {dims:?} overflow"))
 }
 

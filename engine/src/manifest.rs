@@ -217,10 +217,9 @@ pub fn template_and_tokenizer(path: &Path) -> Result<(Option<String>, Option<Tok
         let map = crate::loader::map_file(path)?;
         crate::gguf_header::scan(&map)
             .map_err(|e| EngineError::bad_file(path, format!("invalid GGUF: {e}")))?;
-        let mut cur = std::io::Cursor::new(&map[..]);
-        let content = candle_core::quantized::gguf_file::Content::read(&mut cur)
+        let f = crate::ggml::file::GgufFile::read(&map)
             .map_err(|e| EngineError::bad_file(path, format!("invalid GGUF: {e}")))?;
-        let meta = crate::loader::gguf_tokenizer_meta(&content);
+        let meta = crate::gguf_load::tokenizer_meta(&f);
         let tok = (!meta.tokens.is_empty()).then(|| (meta.tokens.clone(), meta.merges.clone()));
         return Ok((meta.chat_template, tok));
     }

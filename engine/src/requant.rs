@@ -267,7 +267,6 @@ fn config_differences(
     has_rope_freqs: bool,
     path: &Path,
 ) -> Vec<String> {
-    use crate::loader::{meta_f, meta_u};
     let mut out = Vec::new();
     for (key, want) in [
         ("llama.block_count", c.num_layers),
@@ -310,4 +309,25 @@ fn config_differences(
         ));
     }
     out
+}
+
+fn meta_u(
+    content: &candle_core::quantized::gguf_file::Content,
+    key: &str,
+    path: &Path,
+) -> crate::error::Result<usize> {
+    let v = content
+        .metadata
+        .get(key)
+        .ok_or_else(|| EngineError::bad_file(path, format!("metadata `{key}` missing")))?;
+    v.to_u64()
+        .map(|x| x as usize)
+        .or_else(|_| v.to_u32().map(|x| x as usize))
+        .or_else(|_| v.to_i32().map(|x| x as usize))
+        .map_err(|e| EngineError::bad_file(path, format!("metadata `{key}`: {e}")))
+}
+
+fn meta_f(content: &candle_core::quantized::gguf_file::Content, key: &str) -> Option<f64> {
+    let v = content.metadata.get(key)?;
+    v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok()
 }

@@ -2,45 +2,41 @@
 //! (from `tokenizer_config.json`, `chat_template.jinja`, GGUF metadata or an override file)
 //! rendered with minijinja.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use crate::chat::{ChatOptions, ChatTemplate};
 use crate::error::{EngineError, Result};
 use crate::loader::GgufTokenizerMeta;
 
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A user message.
-    pub fn user(content: impl Into<String>) -> ChatMessage {
-        ChatMessage {
-            role: "user".into(),
-            content: content.into(),
-        }
-    }
-}
+pub use crate::chat::ChatMessage;
 
 /// Tokenizer plus chat template of one model.
 #[derive(Debug, Clone)]
 pub struct TextCodec {
     tokenizer: Tokenizer,
-    template: Option<String>,
+    template: Option<ChatTemplate>,
     template_source: PathBuf,
-    bos_token: String,
-    eos_token: String,
+    /// The named special tokens a template sees (`bos_token`, `eos_token`, ...).
+    special_tokens: BTreeMap<String, String>,
+    chat_options: ChatOptions,
     /// Token ids that end generation.
     pub eos_ids: Vec<u32>,
 }
+
+/// The named special tokens transformers hands a chat template (its `special_tokens_map`).
+const SPECIAL_TOKEN_NAMES: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
 
 fn token_text(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -86,21 +82,42 @@ impl TextCodec {
         } else {
             let t = match cfg.get("chat_template") {
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .find(|e| e.get("name").and_then(Value::as_str) == Some("default"))
-                    .or_else(|| list.first())
-                    .and_then(|e| e.get("template"))
-                    .and_then(Value::as_str)
-                    .map(String::from),
+                Some(Value::Array(list)) => Some(
+                    list.iter()
+                        .find(|e| e.get("name").and_then(Value::as_str) == Some("default"))
+                        .and_then(|e| e.get("template"))
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                        .ok_or_else(|| {
+                            EngineError::bad_file(
+                                &cfg_path,
+                                "field `chat_template` lists several templates and none is named `default`",
+                            )
+                        })?,
+                ),
                 _ => None,
             };
             (t, cfg_path.clone())
         };
-        let bos_token = token_text(cfg.get("bos_token")).unwrap_or_default();
-        let eos_token = token_text(cfg.get("eos_token")).unwrap_or_default();
+        let map_path = dir.join("special_tokens_map.json");
+        let map = if map_path.exists() {
+            read_json(&map_path)?
+        } else {
+            Value::Null
+        };
+        let special_tokens: BTreeMap<String, String> = SPECIAL_TOKEN_NAMES
+            .iter()
+            .filter_map(|&name| {
+                token_text(cfg.get(name))
+                    .or_else(|| token_text(map.get(name)))
+                    .map(|t| (name.to_string(), t))
+            })
+            .collect();
         let mut eos_ids = Vec::new();
-        if let Some(id) = tokenizer.token_to_id(&eos_token) {
+        if let Some(id) = special_tokens
+            .get("eos_token")
+            .and_then(|t| tokenizer.token_to_id(t))
+        {
             eos_ids.push(id);
         }
         let gen_cfg = dir.join("generation_config.json");
@@ -116,12 +133,15 @@ impl TextCodec {
         }
         eos_ids.sort_unstable();
         eos_ids.dedup();
+        let template = template
+            .map(|t| ChatTemplate::new(t, template_source.clone()))
+            .transpose()?;
         let codec = TextCodec {
             tokenizer,
             template,
             template_source,
-            bos_token,
-            eos_token,
+            special_tokens,
+            chat_options: ChatOptions::default(),
             eos_ids,
         };
         codec.check_template()?;
@@ -174,12 +194,21 @@ impl TextCodec {
             id.and_then(|i| meta.tokens.get(i as usize).cloned())
                 .unwrap_or_default()
         };
+        let special_tokens = [("bos_token", meta.bos), ("eos_token", meta.eos)]
+            .into_iter()
+            .filter(|(_, id)| id.is_some())
+            .map(|(k, id)| (k.to_string(), name(id)))
+            .collect();
         let codec = TextCodec {
             tokenizer,
-            template: meta.chat_template.clone(),
+            template: meta
+                .chat_template
+                .clone()
+                .map(|t| ChatTemplate::new(t, path))
+                .transpose()?,
             template_source: path.to_path_buf(),
-            bos_token: name(meta.bos),
-            eos_token: name(meta.eos),
+            special_tokens,
+            chat_options: ChatOptions::default(),
             eos_ids: meta.eos.into_iter().collect(),
         };
         codec.check_template()?;
@@ -223,12 +252,37 @@ impl TextCodec {
         self.template.is_some()
     }
 
-    /// Renders messages with the chat template, as transformers' `apply_chat_template(...,
-    /// tokenize=False)` does.
+    /// The options every render uses (date of `strftime_now`, tools, documents, variables).
+    pub fn chat_options(&self) -> &ChatOptions {
+        &self.chat_options
+    }
+
+    /// Sets the options every later render uses; a sweep sets the date here.
+    pub fn set_chat_options(&mut self, opts: ChatOptions) {
+        self.chat_options = opts;
+    }
+
+    /// The named special tokens a template sees (`bos_token`, `eos_token`, ...).
+    pub fn special_tokens(&self) -> &BTreeMap<String, String> {
+        &self.special_tokens
+    }
+
+    /// Renders messages with the chat template and the codec's options, as transformers'
+    /// `apply_chat_template(..., tokenize=False)` does.
     pub fn render_chat(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
+    ) -> Result<String> {
+        self.render_chat_with(messages, add_generation_prompt, &self.chat_options)
+    }
+
+    /// [`render_chat`](TextCodec::render_chat) with other options.
+    pub fn render_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        opts: &ChatOptions,
     ) -> Result<String> {
         let Some(template) = &self.template else {
             return Err(EngineError::bad_file(
@@ -236,53 +290,28 @@ impl TextCodec {
                 "the model has no chat template",
             ));
         };
-        let mut env = minijinja::Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template("chat", template).map_err(|e| {
-            EngineError::bad_file(
-                &self.template_source,
-                format!("chat template does not parse: {e}"),
-            )
-        })?;
-        let tmpl = env.get_template("chat").map_err(|e| {
-            EngineError::bad_file(
-                &self.template_source,
-                format!("chat template does not parse: {e}"),
-            )
-        })?;
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token,
-            eos_token => self.eos_token,
-        })
-        .map_err(|e| {
-            EngineError::bad_file(
-                &self.template_source,
-                format!("chat template fails to render: {e}"),
-            )
-        })
+        template.render(messages, add_generation_prompt, &self.special_tokens, opts)
+    }
+
+    /// Token ids of a conversation (system, user and assistant turns) ready for the next
+    /// assistant turn: rendered with the generation prompt and encoded without adding special
+    /// tokens, as `apply_chat_template(tokenize=True)` does. Without a chat template the
+    /// messages' texts are joined by blank lines and encoded with the tokenizer's special
+    /// tokens.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        if self.template.is_some() {
+            let text = self.render_chat(messages, true)?;
+            self.encode(&text, false)
+        } else {
+            let text: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+            self.encode(&text.join("\n\n"), true)
+        }
     }
 
     /// Token ids of a single-turn chat prompt ready for generation. Without a chat template the
     /// raw text is encoded with the tokenizer's special tokens.
     pub fn encode_prompt(&self, user: &str) -> Result<Vec<u32>> {
-        if self.template.is_some() {
-            let text = self.render_chat(&[ChatMessage::user(user)], true)?;
-            self.encode(&text, false)
-        } else {
-            self.encode(user, true)
-        }
+        self.encode_chat(&[ChatMessage::user(user)])
     }
 }
 

@@ -5,7 +5,11 @@ use candle_core::Device;
 use compsafe_core::{Method, Variant};
 use regex::Regex;
 
-use crate::compress::{compressor_for, default_selection, Compressed, HeadLayout, TensorStat};
+use crate::calib::{calibrate, CalibTokens};
+use crate::compress::{
+    calibrated_compressor_for, compressor_for, default_selection, Compressed, HeadLayout,
+    TensorStat,
+};
 use crate::error::{EngineError, Result};
 use crate::loader::Checkpoint;
 use crate::model::Model;
@@ -23,9 +27,32 @@ pub struct DerivedVariant {
     pub bits_per_weight: f64,
     /// Stored bytes of every weight of the model.
     pub bytes: u64,
+    /// The quantized checkpoint format a checkpoint variant (or the reference) is stored in:
+    /// what it is and how it is executed.
+    pub format: Option<crate::formats::FormatInfo>,
 }
 
 impl DerivedVariant {
+    /// The report's `kind`: the checkpoint format when the variant is a quantized
+    /// checkpoint, else the method's kind.
+    pub fn report_kind(&self) -> String {
+        match (&self.variant.method, &self.format) {
+            (Method::Checkpoint { .. }, Some(f)) => f.kind.clone(),
+            _ => self.variant.method.kind().to_string(),
+        }
+    }
+
+    /// The report's `method`: for a quantized checkpoint its format's method and execution
+    /// (`gptq:w4g128:act, 14 layers kept packed (4.27 bits/weight), ...`), else the method.
+    pub fn report_method(&self) -> String {
+        match (&self.variant.method, &self.format) {
+            (Method::Checkpoint { path }, Some(f)) => {
+                format!("{} ({}; {})", f.method, path.display(), f.execution())
+            }
+            _ => self.variant.method.to_string(),
+        }
+    }
+
     /// Mean relative error over the replaced tensors, when any were replaced.
     pub fn mean_rel_error(&self) -> Option<f64> {
         (!self.compressed_stats.is_empty()).then(|| {
@@ -62,6 +89,16 @@ pub fn head_layout(ckpt: &Checkpoint) -> HeadLayout {
 
 /// Compresses the reference's selected tensors with the variant's method.
 pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed> {
+    compress_with(reference, variant, None)
+}
+
+/// [`compress`] for any method: calibrated methods (GPTQ, SparseGPT, Wanda, ...) run over
+/// `calib`'s token sequences, `batch` at a time, and fail without them.
+pub fn compress_with(
+    reference: &Checkpoint,
+    variant: &Variant,
+    calib: Option<(&CalibTokens, usize)>,
+) -> Result<Compressed> {
     let regex = match &variant.select {
         Some(r) => Some(Regex::new(r).map_err(|e| {
             EngineError::Invalid(format!(
@@ -71,9 +108,11 @@ pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed>
         })?),
         None => None,
     };
+    // A llama.cpp file type covers the whole model (token embedding and output included).
+    let whole_model = matches!(variant.method, Method::GgufFile { .. });
     let selected = |name: &str| match &regex {
         Some(re) => re.is_match(name),
-        None => default_selection(name),
+        None => whole_model || default_selection(name),
     };
     if let Some(re) = &regex {
         if !reference.weights.keys().any(|n| re.is_match(n)) {
@@ -92,23 +131,68 @@ pub fn compress(reference: &Checkpoint, variant: &Variant) -> Result<Compressed>
     ) {
         return Ok(Compressed::default());
     }
-    let layout = head_layout(reference);
-    let mut compressed = match &variant.method {
-        // An ablation names its tensors; those a GGUF file holds block-quantized are
-        // dequantized for it (an ablated matrix is stored dense).
-        Method::Ablate { target } => {
-            let ablate = crate::compress::Ablate::new(target.clone());
-            let mut weights = reference.weights.clone();
-            for name in ablate.tensors(&layout)?.into_keys() {
-                if let (false, Some(q)) =
-                    (weights.contains_key(&name), reference.quantized.get(&name))
-                {
-                    weights.insert(name, q.dequantize(&q.device())?);
-                }
-            }
-            crate::compress::Compressor::compress(&ablate, &weights, &selected, &layout)?
+    if let Method::GgufFile {
+        ftype,
+        pure,
+        imatrix,
+    } = &variant.method
+    {
+        if !(reference.quantized.is_empty() && reference.blocks.is_empty()) {
+            return Err(EngineError::Invalid(format!(
+                "variant `{}`: the reference is already block-quantized; llama.cpp's file types \
+                 are derived from an f32/f16/bf16 reference (as llama-quantize refuses to \
+                 requantize)",
+                variant.name
+            )));
         }
-        m => compressor_for(m)?.compress(&reference.weights, &selected, &layout)?,
+        if let Some(compsafe_core::ImatrixSource::Suite(suite)) = imatrix {
+            let im = crate::ggml::imatrix_compute::of_checkpoint(reference, suite, 512).map_err(
+                |e| {
+                    EngineError::Invalid(format!(
+                        "variant `{}`: imatrix={suite}: {e}",
+                        variant.name
+                    ))
+                },
+            )?;
+            let recipe =
+                crate::compress::GgufRecipe::new(*ftype, *pure, Some(std::sync::Arc::new(im)));
+            return crate::compress::Compressor::compress(
+                &recipe,
+                &reference.weights,
+                &selected,
+                &head_layout(reference),
+            );
+        }
+    }
+    let layout = head_layout(reference);
+    let mut compressed = if variant.method.needs_calibration() {
+        let Some((tokens, batch)) = calib else {
+            return Err(EngineError::Invalid(format!(
+                "variant `{}`: `{}` needs calibration data",
+                variant.name, variant.method
+            )));
+        };
+        let compressor = calibrated_compressor_for(&variant.method)?;
+        calibrate(reference, tokens, batch, compressor.as_ref(), &selected)
+            .map_err(|e| EngineError::Invalid(format!("variant `{}`: {e}", variant.name)))?
+    } else {
+        match &variant.method {
+            // An ablation names its tensors; those a GGUF file holds block-quantized are
+            // dequantized for it (an ablated matrix is stored dense).
+            Method::Ablate { target } => {
+                let ablate = crate::compress::Ablate::new(target.clone());
+                let mut weights = reference.weights.clone();
+                for name in ablate.tensors(&layout)?.into_keys() {
+                    if let (false, Some(q)) =
+                        (weights.contains_key(&name), reference.quantized.get(&name))
+                    {
+                        weights.insert(name, q.dequantize(&q.device())?);
+                    }
+                }
+                crate::compress::Compressor::compress(&ablate, &weights, &selected, &layout)?
+            }
+            m => compressor_for(m)?.compress(&reference.weights, &selected, &layout)?,
+        }
     };
     if !variant.protect.is_empty() {
         crate::compress::protect::restore_heads(
@@ -137,6 +221,16 @@ pub fn derive(
     variant: &Variant,
     device: &Device,
 ) -> Result<DerivedVariant> {
+    derive_with(reference, variant, device, None)
+}
+
+/// [`derive`] with calibration sequences for calibrated methods (see [`compress_with`]).
+pub fn derive_with(
+    reference: &Checkpoint,
+    variant: &Variant,
+    device: &Device,
+    calib: Option<(&CalibTokens, usize)>,
+) -> Result<DerivedVariant> {
     if let Method::Checkpoint { path } = &variant.method {
         let other = Checkpoint::load(path, device)?;
         if other.config.vocab_size != reference.config.vocab_size {
@@ -156,9 +250,10 @@ pub fn derive(
             compressed_stats: Vec::new(),
             bits_per_weight: bytes as f64 * 8.0 / other.num_params().max(1) as f64,
             bytes,
+            format: other.format.clone(),
         });
     }
-    let compressed = compress(reference, variant)?;
+    let compressed = compress_with(reference, variant, calib)?;
     let model = Model::with_variant(reference, &compressed)?;
     // Size: replaced tensors at their compressed size, the rest as stored in the reference.
     let mut bytes = compressed.bytes() as f64;
@@ -174,6 +269,11 @@ pub fn derive(
             bytes += q.storage_size_in_bytes() as f64;
         }
     }
+    for (name, p) in &reference.packed {
+        if compressed.stat(name).is_none() {
+            bytes += p.stored_bytes as f64;
+        }
+    }
     let params = reference.num_params().max(1) as f64;
     Ok(DerivedVariant {
         variant: variant.clone(),
@@ -181,5 +281,6 @@ pub fn derive(
         bits_per_weight: bytes * 8.0 / params,
         bytes: bytes.round() as u64,
         compressed_stats: compressed.stats,
+        format: reference.format.clone(),
     })
 }

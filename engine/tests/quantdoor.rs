@@ -31,7 +31,7 @@ fn int4(w: &WeightMap, layout: &HeadLayout) -> Vec<(String, Vec<f32>)> {
         .into_iter()
         .map(|(n, lw)| match lw {
             LinearWeight::Dense(t) => (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
-            LinearWeight::Quantized(_) => panic!("int4 is stored dense"),
+            _ => panic!("int4 is stored dense"),
         })
         .collect()
 }

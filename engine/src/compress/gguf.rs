@@ -1,84 +1,126 @@
-//! GGUF block quantization with candle's quantizer (`QTensor::quantize`), for every type
-//! candle implements: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32) and Q2K, Q3K, Q4K, Q5K,
-//! Q6K, Q8K (super-blocks of 256).
+//! GGUF block quantization with llama.cpp's own quantizers ([`crate::ggml`]: the blocks are
+//! byte-identical to `llama-quantize`'s), in two forms:
 //!
-//! The result is stored as [`LinearWeight::Quantized`] and executed through candle's
-//! quantized matmul (`QMatMul`); it is never dequantized for inference. The relative error is
-//! computed from the dequantized tensor, and `bytes` is the size of the block storage.
+//! - [`Gguf`] (`gguf:q4k`, `gguf:iq4xs`, ...): one block type on the selected tensors (the
+//!   decoder's linear weights by default);
+//! - [`GgufRecipe`] (`gguf:q4_k_m`, `gguf:q8_0`, `gguf:iq4_xs:imatrix=...`): llama.cpp's file
+//!   type over the whole model, every tensor in the type `llama-quantize` gives it (token
+//!   embedding and output projection included), with or without an importance matrix.
 //!
-//! # Rows that do not fit the block size
+//! Types candle executes are stored as [`LinearWeight::Quantized`] (candle's quantized matmul,
+//! activations quantized to Q8 as llama.cpp does); the others (i-quants, TQ1_0, TQ2_0) as
+//! [`LinearWeight::Blocks`], multiplied by decoding their blocks. A quantized token
+//! embedding is looked up from its dequantized values. The relative error is computed from
+//! the dequantized tensor, and `bytes` is the size of the block storage.
 //!
-//! Blocks run along a row (the last dimension, `in_features`), so the row length must be a
-//! multiple of the block size. When it is not (a 64-wide model under a 256-element k-quant),
-//! the tensor falls back to another type exactly as llama.cpp's `llama-quantize` does in
-//! `tensor_type_fallback` (src/llama-quant.cpp):
-//!
-//! | asked | fallback |
-//! |---|---|
-//! | Q2K, Q3K | Q4_0 |
-//! | Q4K | Q5_0 |
-//! | Q5K | Q5_1 |
-//! | Q6K | Q8_0 |
-//! | Q8K | Q8_0 (llama.cpp defines no fallback for Q8_K, which it never writes to a file; Q8_0 is the 8-bit 32-block type) |
-//!
-//! and when even the fallback (or an asked 32-block type) does not divide the row, the tensor
-//! is kept in f16 (llama.cpp: "must use F16 due to unusual shape"), stored dense. Each
-//! fallback is recorded in [`TensorStat::note`], and the stat's bits and bytes are those of
-//! the storage actually used.
+//! Rows that a block type does not divide fall back as `llama-quantize` does
+//! (`tensor_type_fallback`, [`crate::ggml::recipe::fallback`]): Q2_K/Q3_K/TQ -> Q4_0, Q4_K ->
+//! Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, 256-block i-quants -> IQ4_NL, else f16 (kept dense).
+//! Each fallback is recorded in [`TensorStat::note`].
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
-use compsafe_core::GgufType;
+use compsafe_core::{GgufFtype, GgufType};
 
 use super::{
     f32_values, par_map, relative_error, rows_cols, selected_names, Compressed, Compressor,
     HeadLayout, LinearWeight, TensorStat, WeightMap,
 };
 use crate::error::{EngineError, Result};
+use crate::ggml::imatrix::Imatrix;
+use crate::ggml::recipe::{self, RecipeModel, RecipeTensor};
+use crate::ggml::{dequantize, quantize, BlockTensor, GgmlType};
+use crate::gguf_write::hf_to_gguf_name;
 
-/// candle's dtype for a GGUF type.
-pub fn ggml_dtype(ty: GgufType) -> GgmlDType {
+/// candle's dtype for a GGUF type it executes.
+pub fn ggml_dtype(ty: GgufType) -> Option<GgmlDType> {
+    GgmlType::of(ty).candle()
+}
+
+/// The storage a row of `cols` values gets when `ty` is asked for, as `llama-quantize`
+/// decides it: `ty` itself, its fallback, or f16.
+pub fn storage_for(ty: GgufType, cols: usize) -> GgmlType {
     match ty {
-        GgufType::Q8_0 => GgmlDType::Q8_0,
-        GgufType::Q4_0 => GgmlDType::Q4_0,
-        GgufType::Q4_1 => GgmlDType::Q4_1,
-        GgufType::Q5_0 => GgmlDType::Q5_0,
-        GgufType::Q5_1 => GgmlDType::Q5_1,
-        GgufType::Q2K => GgmlDType::Q2K,
-        GgufType::Q3K => GgmlDType::Q3K,
-        GgufType::Q4K => GgmlDType::Q4K,
-        GgufType::Q5K => GgmlDType::Q5K,
-        GgufType::Q6K => GgmlDType::Q6K,
-        GgufType::Q8K => GgmlDType::Q8K,
+        // llama.cpp never writes Q8_K; its 32-block relative is Q8_0.
+        GgufType::Q8K if !cols.is_multiple_of(256) => recipe::fallback(GgmlType::Q8_0, cols as u64),
+        _ => recipe::fallback(GgmlType::of(ty), cols as u64),
     }
 }
 
-/// The 32-block type llama.cpp falls back to for a 256-block k-quant; `None` for the
-/// 32-block types themselves.
-pub fn fallback(ty: GgufType) -> Option<GgufType> {
-    match ty {
-        GgufType::Q2K | GgufType::Q3K => Some(GgufType::Q4_0),
-        GgufType::Q4K => Some(GgufType::Q5_0),
-        GgufType::Q5K => Some(GgufType::Q5_1),
-        GgufType::Q6K | GgufType::Q8K => Some(GgufType::Q8_0),
-        GgufType::Q8_0 | GgufType::Q4_0 | GgufType::Q4_1 | GgufType::Q5_0 | GgufType::Q5_1 => None,
+/// A weight stored in `ty` from its blocks: candle's quantized tensor when candle executes
+/// the type, else a block matrix.
+pub fn block_weight(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+    device: &Device,
+) -> Result<LinearWeight> {
+    Ok(match ty.candle() {
+        // candle reads no Q8_K blocks from bytes; it quantizes the values with the same rule.
+        Some(GgmlDType::Q8K) => {
+            let values = dequantize(ty, &data, rows * cols)
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let t = Tensor::from_vec(values, (rows, cols), device)?;
+            LinearWeight::Quantized(Arc::new(candle_core::quantized::QTensor::quantize(
+                &t,
+                GgmlDType::Q8K,
+            )?))
+        }
+        Some(dt) => LinearWeight::Quantized(Arc::new(qtensor_from_ggml(
+            dt,
+            &data,
+            vec![rows, cols],
+            device,
+        )?)),
+        None => LinearWeight::Blocks(Arc::new(BlockTensor::new(ty, rows, cols, data, device)?)),
+    })
+}
+
+/// One tensor quantized to `ty` (f16 kept dense): its weight, dequantized values and bytes.
+fn quantize_tensor(
+    name: &str,
+    w: &Tensor,
+    ty: GgmlType,
+    imatrix: Option<&[f32]>,
+) -> Result<(LinearWeight, Vec<f32>, u64)> {
+    let (rows, cols) = rows_cols(name, w)?;
+    let values = f32_values(name, w)?;
+    if ty == GgmlType::F16 {
+        let half = w.to_dtype(DType::F16)?;
+        let back = f32_values(name, &half)?;
+        return Ok((LinearWeight::Dense(half), back, (rows * cols * 2) as u64));
+    }
+    let data = quantize(ty, &values, cols, imatrix)
+        .map_err(|e| EngineError::Invalid(format!("tensor `{name}` to {ty}: {e}")))?;
+    let deq =
+        dequantize(ty, &data, values.len()).map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let bytes = data.len() as u64;
+    Ok((block_weight(ty, rows, cols, data, w.device())?, deq, bytes))
+}
+
+fn stat(
+    name: &str,
+    reference: &[f32],
+    deq: &[f32],
+    bytes: u64,
+    note: Option<String>,
+) -> TensorStat {
+    let numel = reference.len();
+    TensorStat {
+        name: name.to_string(),
+        rel_error: relative_error(reference, deq),
+        bits_per_weight: bytes as f64 * 8.0 / numel.max(1) as f64,
+        numel,
+        bytes,
+        note,
     }
 }
 
-/// The storage a row of `cols` values gets when `ty` is asked for: `Some(type)` (`ty` itself
-/// or its fallback), or `None` for f16.
-pub fn storage_for(ty: GgufType, cols: usize) -> Option<GgufType> {
-    let fits = |t: GgufType| cols > 0 && cols.is_multiple_of(t.block_size());
-    if fits(ty) {
-        Some(ty)
-    } else {
-        fallback(ty).filter(|&f| fits(f))
-    }
-}
-
-/// GGUF quantization of the selected tensors.
+/// One GGUF block type on the selected tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gguf {
     ty: GgufType,
@@ -90,7 +132,6 @@ impl Gguf {
         Gguf { ty }
     }
 
-    /// Quantizes one tensor (or keeps it in f16 when no block type fits its rows).
     fn quantize_one(
         &self,
         label: &str,
@@ -106,56 +147,22 @@ impl Gguf {
         }
         let (_, cols) = rows_cols(name, w)?;
         let reference = f32_values(name, w)?;
-        let numel = reference.len();
-        let (weight, rel_error, bytes, note) = match storage_for(self.ty, cols) {
-            Some(ty) => {
-                let src = w.to_dtype(DType::F32)?;
-                let q = QTensor::quantize(&src, ggml_dtype(ty))?;
-                let deq = q
-                    .dequantize(&Device::Cpu)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                let note = (ty != self.ty).then(|| {
-                    format!(
-                        "rows of {cols} not divisible by {} ({}): stored as {} as llama.cpp \
-                         does",
-                        self.ty.block_size(),
-                        self.ty.short_name(),
-                        ty.short_name()
-                    )
-                });
-                let bytes = q.storage_size_in_bytes() as u64;
-                (
-                    LinearWeight::Quantized(Arc::new(q)),
-                    relative_error(&reference, &deq),
-                    bytes,
-                    note,
+        let ty = storage_for(self.ty, cols);
+        let asked = GgmlType::of(self.ty);
+        let (weight, deq, bytes) = quantize_tensor(name, w, ty, None)?;
+        let note = (ty != asked).then(|| {
+            if ty == GgmlType::F16 {
+                format!("rows of {cols} not divisible by 32: kept in f16 (as llama.cpp does for unusual shapes)")
+            } else {
+                format!(
+                    "rows of {cols} not divisible by {} ({}): stored as {} as llama.cpp does",
+                    asked.block_size(),
+                    asked.name(),
+                    ty.name()
                 )
             }
-            None => {
-                let half = w.to_dtype(DType::F16)?;
-                let back = f32_values(name, &half)?;
-                let note = format!(
-                    "rows of {cols} not divisible by 32: kept in f16 (as llama.cpp does for \
-                     unusual shapes)"
-                );
-                (
-                    LinearWeight::Dense(half),
-                    relative_error(&reference, &back),
-                    numel as u64 * 2,
-                    Some(note),
-                )
-            }
-        };
-        let stat = TensorStat {
-            name: name.to_string(),
-            rel_error,
-            bits_per_weight: bytes as f64 * 8.0 / numel as f64,
-            numel,
-            bytes,
-            note,
-        };
-        Ok((stat, weight))
+        });
+        Ok((stat(name, &reference, &deq, bytes, note), weight))
     }
 }
 
@@ -168,7 +175,6 @@ impl Compressor for Gguf {
     ) -> Result<Compressed> {
         let label = format!("gguf:{}", self.ty.short_name());
         let names = selected_names(weights, selected, &label)?;
-        // Tensors are independent: quantize them on all cores (candle's quantizer is serial).
         let results = par_map(&names, |name| {
             self.quantize_one(&label, name, &weights[*name])
         });
@@ -182,144 +188,136 @@ impl Compressor for Gguf {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// llama.cpp's file type over the whole model, as `llama-quantize` writes it.
+#[derive(Debug, Clone)]
+pub struct GgufRecipe {
+    ftype: GgufFtype,
+    pure: bool,
+    imatrix: Option<Arc<Imatrix>>,
+}
 
-    fn layout() -> HeadLayout {
-        HeadLayout {
-            num_layers: 1,
-            num_heads: 1,
-            num_kv_heads: 1,
-            head_dim: 4,
+impl GgufRecipe {
+    /// `ftype`'s recipe (every quantizable tensor in its default type when `pure`), with an
+    /// importance matrix keyed by GGUF tensor names when given.
+    pub fn new(ftype: GgufFtype, pure: bool, imatrix: Option<Arc<Imatrix>>) -> GgufRecipe {
+        GgufRecipe {
+            ftype,
+            pure,
+            imatrix,
         }
     }
 
-    fn seeded(rows: usize, cols: usize) -> Tensor {
-        // A small deterministic LCG, values in [-1, 1).
-        let mut x = 0x2545_f491_u64;
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
-    }
-
-    #[test]
-    fn fallback_follows_llama_cpp() {
-        assert_eq!(storage_for(GgufType::Q4K, 4096), Some(GgufType::Q4K));
-        assert_eq!(storage_for(GgufType::Q2K, 64), Some(GgufType::Q4_0));
-        assert_eq!(storage_for(GgufType::Q3K, 64), Some(GgufType::Q4_0));
-        assert_eq!(storage_for(GgufType::Q4K, 64), Some(GgufType::Q5_0));
-        assert_eq!(storage_for(GgufType::Q5K, 64), Some(GgufType::Q5_1));
-        assert_eq!(storage_for(GgufType::Q6K, 64), Some(GgufType::Q8_0));
-        assert_eq!(storage_for(GgufType::Q8K, 96), Some(GgufType::Q8_0));
-        assert_eq!(storage_for(GgufType::Q6K, 48), None);
-        assert_eq!(storage_for(GgufType::Q8_0, 48), None);
-        assert_eq!(storage_for(GgufType::Q8_0, 32), Some(GgufType::Q8_0));
-    }
-
-    #[test]
-    fn every_type_quantizes_and_reports_its_storage() {
-        let mut weights = WeightMap::new();
-        weights.insert("wide".into(), seeded(4, 512));
-        weights.insert("narrow".into(), seeded(4, 64));
-        weights.insert("odd".into(), seeded(4, 48));
-        for ty in GgufType::ALL {
-            let c = Gguf::new(ty)
-                .compress(&weights, &|_| true, &layout())
-                .unwrap();
-            let wide = c.stat("wide").unwrap();
-            let LinearWeight::Quantized(q) = &c.weights["wide"] else {
-                panic!("{ty:?} must be block-quantized")
-            };
-            assert_eq!(q.dtype(), ggml_dtype(ty));
-            assert_eq!(q.shape().dims(), &[4, 512]);
-            assert_eq!(wide.bits_per_weight, ty.bits_per_weight(), "{ty:?}");
-            assert_eq!(wide.bytes, (2048 / ty.block_size() * ty.type_size()) as u64);
-            assert!(wide.note.is_none());
-            // The error shrinks with the bits; 2-bit stays below 0.6, 8-bit below 0.01.
-            assert!(
-                wide.rel_error > 0.0 && wide.rel_error < 0.6,
-                "{ty:?} {}",
-                wide.rel_error
-            );
-            if ty.bits_per_weight() >= 8.0 {
-                assert!(wide.rel_error < 0.01, "{ty:?} {}", wide.rel_error);
-            }
-
-            let narrow = c.stat("narrow").unwrap();
-            let expect = storage_for(ty, 64).unwrap();
-            let LinearWeight::Quantized(q) = &c.weights["narrow"] else {
-                panic!("{ty:?} narrow must be block-quantized")
-            };
-            assert_eq!(q.dtype(), ggml_dtype(expect));
-            assert_eq!(narrow.bits_per_weight, expect.bits_per_weight());
-            assert_eq!(narrow.note.is_some(), expect != ty, "{ty:?}");
-            if expect != ty {
-                let note = narrow.note.as_deref().unwrap();
-                assert!(note.contains(expect.short_name()), "{note}");
-            }
-
-            let odd = c.stat("odd").unwrap();
-            let LinearWeight::Dense(t) = &c.weights["odd"] else {
-                panic!("{ty:?} odd must stay dense f16")
-            };
-            assert_eq!(t.dtype(), DType::F16);
-            assert_eq!(odd.bits_per_weight, 16.0);
-            assert!(odd.note.as_deref().unwrap().contains("f16"));
-        }
-    }
-
-    #[test]
-    fn quantized_matmul_agrees_with_the_dequantized_weight() {
-        let w = seeded(8, 256);
-        let mut weights = WeightMap::new();
-        weights.insert("w".into(), w);
-        let c = Gguf::new(GgufType::Q4K)
-            .compress(&weights, &|_| true, &layout())
-            .unwrap();
-        let LinearWeight::Quantized(q) = &c.weights["w"] else {
-            panic!()
-        };
-        let x = seeded(3, 256);
-        let mm = candle_core::quantized::QMatMul::from_arc(Arc::clone(q)).unwrap();
-        let y = candle_core::Module::forward(&mm, &x).unwrap();
-        let deq = q.dequantize(&Device::Cpu).unwrap();
-        let y_ref = x.matmul(&deq.t().unwrap()).unwrap();
-        let diff = (y - &y_ref)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let scale = y_ref
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        // The activations are quantized to Q8K inside the matmul, hence the tolerance.
-        assert!(diff < 0.02 * scale, "{diff} vs {scale}");
-    }
-
-    #[test]
-    fn rejects_non_matrices() {
-        let mut weights = WeightMap::new();
-        weights.insert(
-            "norm".into(),
-            Tensor::ones(64, DType::F32, &Device::Cpu).unwrap(),
-        );
-        let e = Gguf::new(GgufType::Q8_0)
-            .compress(&weights, &|_| true, &layout())
-            .unwrap_err();
-        assert!(e.to_string().contains("`norm`"), "{e}");
+    fn label(&self) -> String {
+        format!("gguf:{}", self.ftype.name())
     }
 }
+
+impl Compressor for GgufRecipe {
+    fn compress(
+        &self,
+        weights: &WeightMap,
+        selected: &dyn Fn(&str) -> bool,
+        layout: &HeadLayout,
+    ) -> Result<Compressed> {
+        let label = self.label();
+        // The model's tensors under their GGUF names, in llama.cpp's order.
+        let mut items: Vec<(String, &str, &Tensor)> = weights
+            .iter()
+            .filter_map(|(n, t)| hf_to_gguf_name(n).map(|g| (g, n.as_str(), t)))
+            .collect();
+        items.sort_by(|a, b| recipe::llama_order(&a.0, &b.0));
+        let rt: Vec<RecipeTensor> = items
+            .iter()
+            .map(|(g, _, t)| RecipeTensor {
+                name: g.clone(),
+                ne: t.dims().iter().rev().map(|&d| d as u64).collect(),
+                current: GgmlType::F32,
+            })
+            .collect();
+        let m = RecipeModel {
+            n_layer: layout.num_layers,
+            n_head: layout.num_heads,
+            n_head_kv: layout.num_kv_heads,
+            n_expert: 0,
+            is_70b: layout.num_layers == 80 && layout.num_heads != layout.num_kv_heads,
+        };
+        let types = recipe::tensor_types(&m, self.ftype, self.pure, self.imatrix.is_some(), &rt);
+        let tied = !weights.contains_key("lm_head.weight");
+        let jobs: Vec<(usize, GgmlType)> = types
+            .iter()
+            .enumerate()
+            .filter(|(i, ty)| **ty != GgmlType::F32 && selected(items[*i].1))
+            .map(|(i, ty)| (i, *ty))
+            .collect();
+        if jobs.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "{label}: no tensor of the model is quantized by this variant"
+            )));
+        }
+        let results = par_map(
+            &jobs,
+            |&(i, ty)| -> Result<(usize, TensorStat, LinearWeight)> {
+                let (gname, hf, w) = &items[i];
+                let imat = match &self.imatrix {
+                    Some(im) => match im.importance(gname) {
+                        Some(v) if v.len() == w.dims()[w.rank() - 1] => Some(v),
+                        Some(v) if gname != "token_embd.weight" => {
+                            return Err(EngineError::Invalid(format!(
+                            "{label}: imatrix size {} is different from tensor size {} for {gname}",
+                            v.len(),
+                            w.dims()[w.rank() - 1]
+                        )))
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                };
+                if imat.is_none() && recipe::requires_imatrix(gname, ty, self.ftype) {
+                    return Err(EngineError::Invalid(format!(
+                        "{label}: tensor `{gname}` in {ty} needs an importance matrix (as \
+                     llama-quantize insists); add imatrix=FILE or imatrix=SUITE"
+                    )));
+                }
+                let reference = f32_values(hf, w)?;
+                let (weight, deq, bytes) = quantize_tensor(hf, w, ty, imat.as_deref())?;
+                let note = Some(format!("{gname}: {ty}"));
+                Ok((i, stat(hf, &reference, &deq, bytes, note), weight))
+            },
+        );
+        let mut out = Compressed::default();
+        for r in results {
+            let (i, st, weight) = r?;
+            let hf = items[i].1;
+            if hf == "model.embed_tokens.weight" {
+                // The lookup table is the dequantized embedding; a tied output projection
+                // multiplies the stored blocks.
+                let (rows, cols) = rows_cols(hf, items[i].2)?;
+                let deq = match &weight {
+                    LinearWeight::Dense(t) => t.to_dtype(DType::F32)?,
+                    LinearWeight::Quantized(q) => q.dequantize(items[i].2.device())?,
+                    LinearWeight::Blocks(b) => b.to_tensor(items[i].2.device())?,
+                    LinearWeight::Observed(..) | LinearWeight::Packed(_) => {
+                        return Err(EngineError::Invalid(format!(
+                            "{label}: `{hf}` is not a stored weight"
+                        )))
+                    }
+                };
+                out.weights.insert(
+                    hf.to_string(),
+                    LinearWeight::Dense(deq.reshape((rows, cols))?),
+                );
+                if tied {
+                    out.weights.insert("lm_head.weight".to_string(), weight);
+                }
+            } else {
+                out.weights.insert(hf.to_string(), weight);
+            }
+            out.stats.push(st);
+        }
+        out.stats.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

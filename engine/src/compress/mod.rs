@@ -9,11 +9,20 @@
 //! |---|---|---|
 //! | `f16`, `bf16` | [`cast`] | dense tensor in that dtype |
 //! | `int8`, `int4:g32`, `int3:g64:asym`, ... | [`rtn`] | dense f32 on the integer grid |
-//! | `gguf:q8_0` ... `gguf:q2k` | [`gguf`] | GGUF blocks run by candle's quantized matmul |
+//! | `gguf:q4k`, `gguf:iq4xs`, ... (one type) | [`gguf`] | GGUF blocks (llama.cpp's quantizers) |
+//! | `gguf:q4_k_m`, `gguf:q8_0`, ... (llama.cpp file types) | [`gguf`] | the same, per `llama-quantize`'s recipe |
 //! | `prune:0.5`, `prune:0.5:layer`, `prune:2of4` | [`prune`] | dense, with zeros |
 //! | `heads:3.1,3.2` | [`heads`] | dense, the heads' `o_proj` columns zeroed |
 //! | `ablate:layer:0`, `ablate:mlp:1:192-256` | [`ablate`] | dense, output columns zeroed |
 //! | `noise:0.05` | [`noise`] | dense f32, `w + e` (the noise control) |
+//! | `gptq:w4g128[:act]` (calibrated) | [`gptq`] | dense f32 on the compressed-tensors grid |
+//! | `sparsegpt:0.5`, `sparsegpt:2of4` (calibrated) | [`sparsegpt`] | dense, with zeros |
+//! | `wanda:0.5`, `wanda:2of4` (calibrated) | [`wanda`] | dense, with zeros |
+//! | `awq:w4g128` (calibrated) | [`awq`] | dense f32 on the grid; scaled norm weights |
+//! | `sparsegpt:2of4+gptq:w4g128` (calibrated) | [`Chain`] | dense f32 on the grid, with zeros |
+//!
+//! Calibrated methods run layer by layer over calibration data ([`crate::calib`]) behind
+//! [`LayerCompressor`]; [`calibrated_compressor_for`] builds them.
 //!
 //! Which tensors a variant touches is decided by the caller (the variant's regex, else
 //! [`default_selection`]); head and layer ablation ignore the selection, since they name
@@ -27,22 +36,32 @@ use compsafe_core::{FloatType, Method};
 use crate::error::{EngineError, Result};
 
 pub mod ablate;
+pub mod awq;
 pub mod boundary;
 pub mod cast;
+pub mod ctgrid;
 pub mod gguf;
+pub mod gptq;
 pub mod heads;
+pub mod linalg;
 pub mod noise;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
+pub mod sparsegpt;
+pub mod wanda;
 
+pub use crate::calib::{Chain, LayerCompressor};
 pub use ablate::Ablate;
 pub use cast::Cast;
-pub use gguf::Gguf;
+pub use gguf::{Gguf, GgufRecipe};
+pub use gptq::Gptq;
 pub use heads::HeadAblation;
 pub use noise::Noise;
 pub use prune::{MagnitudePrune, NofMPrune};
 pub use rtn::Rtn;
+pub use sparsegpt::SparseGpt;
+pub use wanda::Wanda;
 
 /// Reference weights by HF tensor name (`model.layers.0.self_attn.q_proj.weight`), in f32.
 pub type WeightMap = BTreeMap<String, Tensor>;
@@ -156,6 +175,26 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
         Method::Cast { dtype } => Box::new(Cast::new(*dtype)),
         Method::Rtn { bits, group, asym } => Box::new(Rtn::new(*bits, *group, *asym)?),
         Method::Gguf { ty } => Box::new(Gguf::new(*ty)),
+        Method::GgufFile {
+            ftype,
+            pure,
+            imatrix,
+        } => {
+            let im = match imatrix {
+                None => None,
+                Some(compsafe_core::ImatrixSource::File(p)) => Some(std::sync::Arc::new(
+                    crate::ggml::imatrix::Imatrix::read(p)
+                        .map_err(|e| EngineError::bad_file(p, format!("importance matrix: {e}")))?,
+                )),
+                Some(compsafe_core::ImatrixSource::Suite(s)) => {
+                    return Err(EngineError::Invalid(format!(
+                        "imatrix={s}: an importance matrix computed from a suite needs the \
+                         reference model; derive the variant with variant::compress"
+                    )))
+                }
+            };
+            Box::new(GgufRecipe::new(*ftype, *pure, im))
+        }
         Method::Prune { sparsity, scope } => Box::new(MagnitudePrune::new(*sparsity, *scope)?),
         Method::NofM { n, m } => Box::new(NofMPrune::new(*n, *m)?),
         Method::Heads { heads } => Box::new(HeadAblation::new(heads.clone())),
@@ -175,13 +214,91 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
                     .into(),
             ))
         }
+        m if m.needs_calibration() => {
+            return Err(EngineError::Invalid(format!(
+                "`{m}` needs calibration data: derive it with a calibration set"
+            )))
+        }
+        m => {
+            return Err(EngineError::Invalid(format!(
+                "`{m}` is not available in this build yet (its numerics come with the \
+                 quantized formats)"
+            )))
+        }
     })
 }
 
-/// The tensors a variant compresses when it gives no selection regex: the seven linear
-/// weights of every decoder layer, `model.layers.N.self_attn.{q,k,v,o}_proj.weight` and
-/// `model.layers.N.mlp.{gate,up,down}_proj.weight`. Embeddings, norms, biases and `lm_head`
-/// stay as in the reference (as llama.cpp and most RTN/pruning baselines leave them).
+/// The calibrated compressor of a method that needs calibration data.
+pub fn calibrated_compressor_for(method: &Method) -> Result<Box<dyn LayerCompressor>> {
+    Ok(match method {
+        Method::Gptq(g) => Box::new(gptq_of(g, false)),
+        Method::SparseGpt(p) => Box::new(SparseGpt {
+            sparsity: sparsity(p.sparsity),
+            damp: p.damp,
+            block: p.block,
+        }),
+        Method::Awq(a) => Box::new(awq::Awq::new(awq::AwqParams {
+            bits: a.bits,
+            group: a.group,
+            symmetric: a.sym,
+            grid: a.grid,
+        })),
+        Method::Wanda { sparsity: sp } => Box::new(Wanda {
+            sparsity: sparsity(*sp),
+        }),
+        Method::Chain { steps } if steps.len() == 2 => {
+            let first = calibrated_compressor_for(&steps[0])?;
+            let second: Box<dyn LayerCompressor> = match &steps[1] {
+                Method::Gptq(g) => Box::new(gptq_of(g, true)),
+                other => {
+                    return Err(EngineError::Invalid(format!(
+                        "`{method}`: a calibrated pruner combines with gptq; `{other}` is not \
+                         supported after it yet"
+                    )))
+                }
+            };
+            Box::new(Chain {
+                steps: vec![first, second],
+            })
+        }
+        m => {
+            return Err(EngineError::Invalid(format!(
+                "`{m}` has no calibrated compressor in this build yet"
+            )))
+        }
+    })
+}
+
+fn gptq_of(g: &compsafe_core::calibrated::GptqSpec, keep_zero: bool) -> Gptq {
+    Gptq {
+        params: gptq::GptqParams {
+            bits: g.bits,
+            group: g.group,
+            symmetric: !g.asym,
+            act_order: g.act_order,
+            damp: g.damp,
+            block: g.block,
+        },
+        keep_zero,
+    }
+}
+
+fn sparsity(s: compsafe_core::calibrated::SparsitySpec) -> sparsegpt::Sparsity {
+    match s {
+        compsafe_core::calibrated::SparsitySpec::Fraction(f) => sparsegpt::Sparsity::Fraction(f),
+        compsafe_core::calibrated::SparsitySpec::NofM { n, m } => {
+            sparsegpt::Sparsity::NofM { n, m }
+        }
+    }
+}
+
+/// The tensors a variant compresses when it gives no selection regex: the linear weights of
+/// every decoder layer: `model.layers.N.self_attn.{q,k,v,o}_proj.weight` (or the fused
+/// `qkv_proj`), `model.layers.N.mlp.{gate,up,down}_proj.weight` (or the fused `gate_up_proj`),
+/// and every expert of a mixture of experts (`mlp.experts.E.{gate,up,down}_proj.weight`,
+/// `block_sparse_moe.experts.E.w{1,2,3}.weight`). Embeddings, norms, biases, routers
+/// (`mlp.gate`, `block_sparse_moe.gate`: select them with a regex) and `lm_head` stay as in the
+/// reference (as llama.cpp and most RTN/pruning baselines leave them).
 pub fn default_selection(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("model.layers.") else {
         return false;
@@ -189,18 +306,35 @@ pub fn default_selection(name: &str) -> bool {
     let Some((layer, rest)) = rest.split_once('.') else {
         return false;
     };
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !number(layer) {
         return false;
     }
-    matches!(
+    if matches!(
         rest,
         "self_attn.q_proj.weight"
             | "self_attn.k_proj.weight"
             | "self_attn.v_proj.weight"
+            | "self_attn.qkv_proj.weight"
             | "self_attn.o_proj.weight"
             | "mlp.gate_proj.weight"
             | "mlp.up_proj.weight"
+            | "mlp.gate_up_proj.weight"
             | "mlp.down_proj.weight"
+    ) {
+        return true;
+    }
+    let expert = |prefix: &str, parts: &[&str]| {
+        rest.strip_prefix(prefix)
+            .and_then(|r| r.split_once('.'))
+            .is_some_and(|(e, tail)| number(e) && parts.contains(&tail))
+    };
+    expert(
+        "mlp.experts.",
+        &["gate_proj.weight", "up_proj.weight", "down_proj.weight"],
+    ) || expert(
+        "block_sparse_moe.experts.",
+        &["w1.weight", "w2.weight", "w3.weight"],
     )
 }
 
@@ -378,6 +512,10 @@ mod tests {
             "model.layers.3.mlp.gate_proj.weight",
             "model.layers.3.mlp.up_proj.weight",
             "model.layers.31.mlp.down_proj.weight",
+            "model.layers.0.self_attn.qkv_proj.weight",
+            "model.layers.0.mlp.gate_up_proj.weight",
+            "model.layers.2.mlp.experts.7.down_proj.weight",
+            "model.layers.2.block_sparse_moe.experts.0.w3.weight",
         ] {
             assert!(default_selection(yes), "{yes}");
         }
@@ -392,6 +530,11 @@ mod tests {
             "model.layers..self_attn.q_proj.weight",
             "model.layers.0.self_attn.q_proj.weight.extra",
             "prefix.model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.gate.weight",
+            "model.layers.0.block_sparse_moe.gate.weight",
+            "model.layers.0.self_attn.q_norm.weight",
+            "model.layers.0.mlp.experts.x.up_proj.weight",
+            "model.layers.0.block_sparse_moe.experts.1.w4.weight",
         ] {
             assert!(!default_selection(no), "{no}");
         }

@@ -5,6 +5,9 @@
 //! - rows `g * d .. (g + 1) * d` of `k_proj` and `v_proj`, `g` the key/value head it reads
 //!   (`g = h / (heads / kv_heads)` under grouped-query attention),
 //! - columns `h * d .. (h + 1) * d` of `o_proj` (its contribution to the residual stream),
+//! - in a fused `qkv_proj` (Phi-3: query rows, then key rows, then value rows) the same rows at
+//!   their offsets: `h * d ..` for the query, `H * d + g * d ..` for the key and
+//!   `(H + K) * d + g * d ..` for the value (`H` query and `K` key/value heads),
 //!
 //! while the rest of each matrix stays compressed. The stored size counts the protected
 //! elements at 16 bits instead of the compressed width, so the cost of protection shows in the
@@ -39,20 +42,24 @@ fn protected_cells(
         return None;
     }
     let mut cells = Vec::new();
-    let mut rows_of = |blocks: Vec<usize>| {
-        for b in blocks {
-            for r in b * d..((b + 1) * d).min(rows) {
+    let mut rows_of = |blocks: &[usize], offset: usize| {
+        for &b in blocks {
+            for r in offset + b * d..(offset + (b + 1) * d).min(rows) {
                 cells.extend(r * cols..(r + 1) * cols);
             }
         }
     };
+    let mut kv: Vec<usize> = mine.iter().map(|h| h / group).collect();
+    kv.sort_unstable();
+    kv.dedup();
     match part {
-        "self_attn.q_proj.weight" => rows_of(mine),
-        "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => {
-            let mut kv: Vec<usize> = mine.iter().map(|h| h / group).collect();
-            kv.sort_unstable();
-            kv.dedup();
-            rows_of(kv);
+        "self_attn.q_proj.weight" => rows_of(&mine, 0),
+        "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => rows_of(&kv, 0),
+        "self_attn.qkv_proj.weight" => {
+            let (q_rows, kv_rows) = (layout.num_heads * d, layout.num_kv_heads * d);
+            rows_of(&mine, 0);
+            rows_of(&kv, q_rows);
+            rows_of(&kv, q_rows + kv_rows);
         }
         "self_attn.o_proj.weight" => {
             for r in 0..rows {
@@ -95,7 +102,7 @@ pub fn restore_heads(
         };
         let current = match &compressed.weights[&name] {
             LinearWeight::Dense(t) => t.clone(),
-            LinearWeight::Quantized(_) => {
+            _ => {
                 return Err(EngineError::Invalid(format!(
                     "`{name}` is block-quantized; part of it cannot be kept"
                 )))
@@ -208,5 +215,18 @@ mod tests {
             protected_cells("model.layers.0.self_attn.q_proj.weight", 8, 3, &h, &layout).is_none()
         );
         assert!(protected_cells("model.layers.1.mlp.up_proj.weight", 8, 3, &h, &layout).is_none());
+        // A fused qkv_proj [8 + 4 + 4, 3] protects the same rows at their offsets: q rows 6..8,
+        // k rows 8 + 2..4, v rows 12 + 2..4.
+        let qkv = protected_cells(
+            "model.layers.1.self_attn.qkv_proj.weight",
+            16,
+            3,
+            &h,
+            &layout,
+        );
+        let mut want: Vec<usize> = (18..24).collect();
+        want.extend(30..36);
+        want.extend(42..48);
+        assert_eq!(qkv.unwrap(), want);
     }
 }

@@ -10,11 +10,11 @@ pub struct Args {
     /// The full-precision source (Hugging Face directory).
     #[arg(long)]
     pub source: PathBuf,
-    /// The GGUF file to check.
+    /// The GGUF file, or GPTQ / AWQ / compressed-tensors directory, to check.
     #[arg(long)]
     pub quantized: PathBuf,
-    /// A block is beyond honest when its RMS error exceeds this many times the reference
-    /// quantizer's.
+    /// A GGUF block (or a layer of a quantized directory) is beyond honest when its error
+    /// exceeds this many times the reference (round-to-nearest) quantizer's.
     #[arg(long, default_value_t = 2.0)]
     pub ratio: f64,
     /// Print JSON instead of text.
@@ -24,6 +24,9 @@ pub struct Args {
 
 /// Exit 1 when a tensor is beyond what an honest quantizer produces.
 pub fn exec(args: &Args) -> Result<Outcome, Failure> {
+    if args.quantized.is_dir() {
+        return requant_diff_checkpoint(args);
+    }
     let d = compsafe_engine::requant::requant_diff(&args.source, &args.quantized, args.ratio)?;
     let verdict = |x: Option<bool>| match x {
         Some(true) => "same",
@@ -84,4 +87,64 @@ pub fn exec(args: &Args) -> Result<Outcome, Failure> {
         );
     }
     Ok(Outcome::failed_if(!d.clean()))
+}
+
+/// `compsafe requant-diff` on a GPTQ, AWQ or compressed-tensors directory: each layer's error
+/// against the source next to round-to-nearest's at the file's grid; a layer beyond `--ratio`
+/// times it is not what a calibrated quantizer produces.
+fn requant_diff_checkpoint(args: &Args) -> Result<Outcome, Failure> {
+    use compsafe_engine::Checkpoint;
+    let dev = candle_core::Device::Cpu;
+    let source = Checkpoint::load(&args.source, &dev)?;
+    let quantized = Checkpoint::load(&args.quantized, &dev)?;
+    let rows = compsafe_engine::formats::compare::layer_errors(&source, &quantized, args.ratio)?;
+    let flagged: Vec<_> = rows.iter().filter(|r| r.beyond_honest).collect();
+    if args.json {
+        let out = serde_json::json!({
+            "source": args.source.display().to_string(),
+            "quantized": args.quantized.display().to_string(),
+            "format": quantized.format.as_ref().map(|f| f.method.clone()),
+            "ratio": args.ratio,
+            "clean": flagged.is_empty(),
+            "tensors": rows.iter().map(|r| serde_json::json!({
+                "tensor": r.name, "rel_error": r.rel_error, "rtn_rel_error": r.rtn_rel_error,
+                "ratio_to_rtn": r.ratio, "beyond_honest": r.beyond_honest,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for r in &rows {
+            println!(
+                "{}  error {:.6}, round-to-nearest {:.6}, ratio {:.2}{}",
+                r.name,
+                r.rel_error,
+                r.rtn_rel_error,
+                r.ratio,
+                if r.beyond_honest {
+                    "  BEYOND HONEST"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!(
+            "{} layers, {} beyond {} times round-to-nearest's error",
+            rows.len(),
+            flagged.len(),
+            args.ratio
+        );
+        println!(
+            "requant-diff: {}",
+            if flagged.is_empty() {
+                "clean"
+            } else {
+                "SUSPICIOUS"
+            }
+        );
+    }
+    Ok(if flagged.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }
