@@ -71,7 +71,7 @@ pub fn hf_to_gguf_name(name: &str) -> Option<String> {
 pub fn permute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     let rows = w.dims()[0];
     let cols = w.elem_count() / rows.max(1);
-    if heads == 0 || rows % (2 * heads) != 0 {
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
         return Err(EngineError::Invalid(format!(
             "cannot permute {rows} rows for {heads} rotary heads"
         )));

@@ -3,18 +3,10 @@
 //! `gguf:q6_k` recipe derived in memory: the last-position slice the output projection
 //! multiplies is made contiguous, and every unit completes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::{bin, root};
 
 fn compsafe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_compsafe"))
-        .args(args)
-        .output()
-        .unwrap()
+    bin().args(args).output().unwrap()
 }
 
 #[test]

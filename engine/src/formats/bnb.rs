@@ -164,7 +164,7 @@ pub fn decode(cfg: &BnbConfig, raw: &RawTensors, layer: &Layer) -> Result<Option
         .map_err(|e| bad(state_t, format!("field quant_state is not JSON: {e}")))?;
     let sf = Fields {
         file: &state_t.file,
-        at: format!("{state_name}"),
+        at: state_name.to_string(),
         value: &state,
     };
     let ty = match sf.str_opt("quant_type")? {

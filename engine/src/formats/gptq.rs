@@ -131,7 +131,7 @@ pub fn decode(cfg: &GptqConfig, raw: &RawTensors, layer: &Layer) -> Result<Optio
     let group = cfg.group_size.unwrap_or(n_in);
     let groups = n_in.div_ceil(group);
     let why = format!("GPTQ layer `{p}`");
-    if n_in * bits % 32 != 0 || n_out * bits % 32 != 0 {
+    if !(n_in * bits).is_multiple_of(32) || !(n_out * bits).is_multiple_of(32) {
         return Err(EngineError::bad_file(
             raw.file_of(&qweight_name),
             format!(

@@ -138,7 +138,7 @@ pub enum CtCodes {
 }
 
 /// bitsandbytes' `1/127` as an f32 constant (`7.874015718698502e-3`).
-const INV_127: f32 = 7.874_015_7e-3;
+const INV_127: f32 = 7.874_016e-3;
 /// bitsandbytes' `1/127^2` as an f32 constant (`6.200124e-05`).
 const INV_127_SQ: f32 = 6.200_124e-5;
 

@@ -16,6 +16,7 @@ pub fn nearest_int(f: f32) -> i32 {
 /// Symmetric levels in `[0, 2 nmax)` (stored as `l + nmax`) for `x`, with an optional
 /// weighted search of the scale; returns the scale. `rmse_type` 0: plain rounding; 1..4 the
 /// error weights `x^2`, 1, `|x|`, `sqrt|x|` (any `qw` replaces them); negative: one step.
+#[allow(clippy::needless_range_loop)] // the reference's index arithmetic
 pub fn make_qx_quants(
     n: usize,
     nmax: i32,
@@ -217,6 +218,7 @@ pub fn make_qkx3_quants(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::needless_range_loop)] // the reference's index arithmetic
 fn affine_search(
     n: usize,
     nmax: i32,

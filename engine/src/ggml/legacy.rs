@@ -130,6 +130,7 @@ pub fn quantize_q4_1(x: &[f32], qw: Option<&[f32]>, out: &mut Vec<u8>) {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // the reference's index arithmetic
 fn push_q5(out: &mut Vec<u8>, l: impl Fn(usize) -> u8) {
     let mut qh = 0u32;
     let mut qs = [0u8; 16];

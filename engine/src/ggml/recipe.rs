@@ -271,11 +271,7 @@ fn get_type_impl(
         let first8 = i < n / 8;
         match ftype {
             F::Q2K => new_type = gg(T::Q3K),
-            F::Q2KS => {
-                if first8 {
-                    new_type = gg(T::Q4K)
-                }
-            }
+            F::Q2KS if first8 => new_type = gg(T::Q4K),
             F::IQ3XXS if !st.has_imatrix => new_type = gg(if first8 { T::Q4K } else { T::Q3K }),
             F::Q3KM => {
                 // Not Falcon: the third branch of llama.cpp's choice is never taken.
@@ -283,11 +279,7 @@ fn get_type_impl(
             }
             F::IQ3M if first8 || (m.n_expert == 8 && use_more_bits(i, n)) => new_type = gg(T::Q4K),
             F::Q3KL => new_type = gg(T::Q5K),
-            F::Q4KM => {
-                if use_more_bits(i, n) {
-                    new_type = gg(T::Q6K)
-                }
-            }
+            F::Q4KM if use_more_bits(i, n) => new_type = gg(T::Q6K),
             F::IQ4NL | F::IQ4XS if first8 && !st.has_imatrix => new_type = gg(T::Q5K),
             F::Q5KM if use_more_bits(i, n) => new_type = gg(T::Q6K),
             F::Q4KS if first8 => new_type = gg(T::Q5K),
@@ -476,7 +468,7 @@ mod tests {
         assert_eq!(of("output_norm.weight"), GgmlType::F32);
         // use_more_bits: layers 0-3, 28-31 and every third from 6.
         for l in 0..32 {
-            let more = l < 4 || l >= 28 || (l - 4) % 3 == 2;
+            let more = !(4..28).contains(&l) || (l - 4) % 3 == 2;
             let want = if more { GgmlType::Q6K } else { GgmlType::Q4K };
             assert_eq!(of(&format!("blk.{l}.attn_v.weight")), want, "attn_v {l}");
             assert_eq!(

@@ -20,7 +20,7 @@ fn trit(v: f32, id: f32) -> u8 {
 
 /// 5 trits (or 4 shifted up) in a byte, scaled so that a multiply by 3 peels them off.
 fn pack(q: u8) -> u8 {
-    ((u16::from(q) * 256 + 242) / 243) as u8
+    (u16::from(q) * 256).div_ceil(243) as u8
 }
 
 /// TQ1_0 (48 bytes of 5 trits, 4 bytes of 4 trits, `d` f16): one row.
@@ -84,6 +84,7 @@ fn untrit(q: u8, pow: u8) -> f32 {
 }
 
 /// Dequantizes whole TQ1_0 blocks into `y`.
+#[allow(clippy::needless_range_loop)] // the reference's index arithmetic
 pub fn dequantize_tq1_0(b: &[u8], y: &mut [f32]) {
     const POW3: [u8; 5] = [1, 3, 9, 27, 81];
     for (blk, yb) in b.chunks_exact(54).zip(y.chunks_exact_mut(QK_K)) {

@@ -35,7 +35,7 @@ pub const FP4: [f32; 16] = [
     0.0,
     0.0625 / 12.0,
     8.0 / 12.0,
-    12.0 / 12.0,
+    1.0, // 12 / 12
     4.0 / 12.0,
     6.0 / 12.0,
     2.0 / 12.0,
@@ -170,7 +170,7 @@ pub fn quantize_4bit(x: &[f32], blocksize: usize, table: FourBit) -> (Vec<u8>, V
 /// The `index`-th 4-bit code of a packed buffer (high nibble first).
 pub fn nibble(packed: &[u8], index: usize) -> u8 {
     let byte = packed[index / 2];
-    if index % 2 == 0 {
+    if index.is_multiple_of(2) {
         byte >> 4
     } else {
         byte & 0x0f

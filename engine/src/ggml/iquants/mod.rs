@@ -102,6 +102,7 @@ fn dequantize_iq2_xxs(b: &[u8], y: &mut [f32]) {
     }
 }
 
+#[allow(clippy::needless_range_loop)] // the reference's index arithmetic
 fn dequantize_iq2_xs(b: &[u8], y: &mut [f32]) {
     for (blk, yb) in b.chunks_exact(74).zip(y.chunks_exact_mut(QK_K)) {
         let d = f16_val(blk, 0);
