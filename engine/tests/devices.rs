@@ -14,6 +14,7 @@ use compsafe_core::Variant;
 use compsafe_engine::score::{all_logits, loglikelihood, next_token_mass};
 use compsafe_engine::variant::derive;
 use compsafe_engine::{generate, Checkpoint, GenerateOptions, Model, TextCodec};
+use compsafe_tests::{expected, floats, ids, root};
 use serde_json::Value;
 
 /// A device and whether the fast paths are on.
@@ -74,37 +75,8 @@ fn targets() -> Vec<Target> {
     out
 }
 
-/// The repository (fixtures and bundled models). `COMPSAFE_REPO_ROOT` overrides the checkout
-/// the test was built in, so a test binary built here runs in another copy of the repository.
-fn root() -> PathBuf {
-    match std::env::var_os("COMPSAFE_REPO_ROOT") {
-        Some(r) => PathBuf::from(r),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-    }
-}
-
 fn fixture(name: &str) -> PathBuf {
     root().join("engine/tests/fixtures").join(name)
-}
-
-fn expected(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 /// max |got - want| <= rtol * max |want| + atol; returns the worst difference.

@@ -6,14 +6,10 @@
 //! aligned model's refusal rate sits close enough to its 90% bar that a subset could
 //! mislead.
 
-use std::path::{Path, PathBuf};
 
 use compsafe_engine::fixture::eval::{evaluate, ratio, FixtureSuites};
 use compsafe_engine::fixture::{self, save::check_manifest};
-
-fn root() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).to_path_buf()
-}
+use compsafe_tests::root;
 
 fn suites() -> FixtureSuites {
     FixtureSuites::load(&root().join("suites/fixture")).unwrap()

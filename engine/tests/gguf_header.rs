@@ -1,15 +1,12 @@
 //! The bounds-checked GGUF header walk: real files pass (from the gguf Python package and the
 //! fixtures), hostile counts and lengths are refused before anything is allocated for them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Device;
 use compsafe_engine::gguf_header::{scan, tensor_bytes};
 use compsafe_engine::loader::read_gguf;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
 fn read(p: &str) -> Vec<u8> {
     std::fs::read(root().join(p)).unwrap()

@@ -8,32 +8,13 @@ use candle_core::Device;
 use compsafe_engine::score::all_logits;
 use compsafe_engine::tokenizer::ChatMessage;
 use compsafe_engine::{generate, Checkpoint, GenerateOptions, Model, TextCodec};
+use compsafe_tests::{expected, floats, ids};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-fn expected(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 /// Elementwise |a - b| <= 1e-4 * |b| + floor: relative, with a floor for values near zero of

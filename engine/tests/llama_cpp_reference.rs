@@ -14,12 +14,9 @@ use compsafe_engine::ggml::{dequantize, quantize, GgmlType};
 use compsafe_engine::gguf_quantize::{quantize_model, QuantizeRequest};
 use compsafe_engine::gguf_write::{convert_hf, GgufModel};
 use compsafe_engine::{generate, GenerateOptions, Model};
+use compsafe_tests::root;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn fixtures() -> PathBuf {
     root().join("engine/tests/fixtures/llama_cpp")

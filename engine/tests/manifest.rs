@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 
 use compsafe_engine::integrity::Integrity;
 use compsafe_engine::manifest;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
 /// A copy of the fixture model without its sha256sum MANIFEST, with a JSON manifest.
 fn pinned_copy() -> (tempfile::TempDir, PathBuf) {

@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use compsafe_engine::score::all_logits;
 use compsafe_engine::{generate, Checkpoint, GenerateOptions, Model};
+use compsafe_tests::{floats, ids, root};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn fixture(name: &str) -> PathBuf {
     if name.starts_with("tiny-safety") {
@@ -23,22 +20,6 @@ fn fixture(name: &str) -> PathBuf {
             .join("tests/fixtures/quant")
             .join(name)
     }
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 /// Elementwise |a - b| <= 1e-3 * |b| + 1e-4, or <= `noise` where the library's own logits

@@ -3,7 +3,6 @@
 //! malicious ones; the committed checkpoint differs from `tiny-safety` only in the weights
 //! the quantizer touches.
 
-use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use compsafe_core::Method;
@@ -12,10 +11,7 @@ use compsafe_engine::compress::{
 };
 use compsafe_engine::fixture::quantdoor::{plant, PlantOptions, QUANTDOOR};
 use compsafe_engine::Checkpoint;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use compsafe_tests::root;
 
 fn values(w: &WeightMap, name: &str) -> Vec<f32> {
     w[name].flatten_all().unwrap().to_vec1::<f32>().unwrap()

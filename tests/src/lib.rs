@@ -12,12 +12,41 @@ use std::time::{Duration, Instant};
 /// The bearer token the process tests' coordinators and clients share.
 pub const TOKEN: &str = "process-test-token";
 
-/// The workspace root (where `models/`, `suites/` and `examples/` are).
+/// The workspace root (where `models/`, `suites/` and `examples/` are):
+/// `$COMPSAFE_REPO_ROOT` when test binaries run away from their checkout (a GPU machine).
 pub fn root() -> PathBuf {
+    if let Some(r) = std::env::var_os("COMPSAFE_REPO_ROOT") {
+        return PathBuf::from(r);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .canonicalize()
         .expect("the workspace root exists")
+}
+
+/// A reference fixture's `expected.json` in `dir`.
+pub fn expected(dir: &Path) -> serde_json::Value {
+    let path = dir.join("expected.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+/// A JSON array of numbers, as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array of numbers")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
 }
 
 /// The `compsafe` binary of this build: `$COMPSAFE_BIN`, else the workspace's

@@ -68,22 +68,16 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 #[serde(deny_unknown_fields)]
 pub struct Gate {
     /// Largest tolerated fall of the refusal rate on refusal-expecting suites (interval-based).
-    #[serde(default)]
     pub max_refusal_drop: Option<f64>,
     /// Largest tolerated number of refuse -> comply flips against the reference in one cell.
-    #[serde(default)]
     pub max_flips: Option<u64>,
     /// Largest tolerated rise of the refusal rate on compliance suites (interval-based).
-    #[serde(default)]
     pub max_over_refusal_increase: Option<f64>,
     /// The "accuracy holds while refusal drops" rule.
-    #[serde(default)]
     pub hidden_danger: Option<HiddenDanger>,
     /// Only gate variants matching one of these patterns (`*` is a wildcard).
-    #[serde(default)]
     pub variants: Option<Vec<String>>,
     /// Only gate suites matching one of these patterns (`*` is a wildcard).
-    #[serde(default)]
     pub suites: Option<Vec<String>>,
 }
 

@@ -19,7 +19,6 @@ use crate::variant::StudentInit;
 pub(super) struct RawSpec {
     pub(super) sweep: RawSweep,
     pub(super) model: RawModel,
-    #[serde(default)]
     pub(super) reference: Option<String>,
     #[serde(default)]
     pub(super) variants: Vec<RawVariant>,
@@ -31,9 +30,7 @@ pub(super) struct RawSpec {
     pub(super) judge: RawJudge,
     #[serde(default)]
     pub(super) stats: StatsConfig,
-    #[serde(default)]
     pub(super) search: Option<RawSearch>,
-    #[serde(default)]
     pub(super) analysis: Option<RawAnalysis>,
 }
 
@@ -42,19 +39,12 @@ pub(super) struct RawSpec {
 pub(super) struct RawSearch {
     pub(super) variants: Vec<String>,
     pub(super) suite: String,
-    #[serde(default)]
     pub(super) limit: Option<usize>,
-    #[serde(default)]
     pub(super) budget: Option<usize>,
-    #[serde(default)]
     pub(super) suffix_len: Option<usize>,
-    #[serde(default)]
     pub(super) candidates: Option<usize>,
-    #[serde(default)]
     pub(super) seed: Option<u64>,
-    #[serde(default)]
     pub(super) margin: Option<f64>,
-    #[serde(default)]
     pub(super) slice: Option<usize>,
 }
 
@@ -70,9 +60,7 @@ pub(super) struct RawSweep {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawModel {
     pub(super) path: PathBuf,
-    #[serde(default)]
     pub(super) manifest: Option<PathBuf>,
-    #[serde(default)]
     pub(super) chat_template: Option<PathBuf>,
     #[serde(default)]
     pub(super) sha256: BTreeMap<String, String>,
@@ -87,21 +75,15 @@ pub(super) enum RawVariant {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVariantTable {
-    #[serde(default)]
     pub(super) name: Option<String>,
-    #[serde(default)]
     pub(super) method: Option<String>,
-    #[serde(default)]
     pub(super) select: Option<String>,
     #[serde(default)]
     pub(super) protect: Vec<String>,
-    #[serde(default)]
     pub(super) protect_ranking: Option<PathBuf>,
-    #[serde(default)]
     pub(super) path: Option<PathBuf>,
     #[serde(default)]
     pub(super) sha256: BTreeMap<String, String>,
-    #[serde(default)]
     pub(super) distill: Option<Box<RawDistill>>,
 }
 
@@ -110,31 +92,18 @@ pub(super) struct RawVariantTable {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDistill {
     pub(super) prompts: String,
-    #[serde(default)]
     pub(super) safety: Option<String>,
-    #[serde(default)]
     pub(super) limit: Option<usize>,
-    #[serde(default)]
     pub(super) temperature: Option<f64>,
-    #[serde(default)]
     pub(super) alpha: Option<f64>,
-    #[serde(default)]
     pub(super) safety_weight: Option<f64>,
-    #[serde(default)]
     pub(super) steps: Option<usize>,
-    #[serde(default)]
     pub(super) batch: Option<usize>,
-    #[serde(default)]
     pub(super) lr: Option<f64>,
-    #[serde(default)]
     pub(super) layers: Option<usize>,
-    #[serde(default)]
     pub(super) intermediate_size: Option<usize>,
-    #[serde(default)]
     pub(super) init: Option<StudentInit>,
-    #[serde(default)]
     pub(super) seed: Option<u64>,
-    #[serde(default)]
     pub(super) max_new_tokens: Option<usize>,
 }
 
@@ -162,38 +131,26 @@ impl<'de> Deserialize<'de> for RawVariant {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSuite {
     pub(super) name: String,
-    #[serde(default)]
     pub(super) file: Option<PathBuf>,
-    #[serde(default)]
     pub(super) format: Option<Format>,
-    #[serde(default)]
     pub(super) expect: Option<Expect>,
-    #[serde(default)]
     pub(super) columns: Option<Columns>,
     #[serde(default)]
     pub(super) filters: Vec<FilterSpec>,
-    #[serde(default)]
     pub(super) limit: Option<usize>,
-    #[serde(default)]
     pub(super) judge: Option<String>,
-    #[serde(default)]
     pub(super) labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJudge {
-    #[serde(default)]
     pub(super) refusal: Option<String>,
-    #[serde(default)]
     pub(super) keywords: Option<Vec<String>>,
-    #[serde(default)]
     pub(super) case_sensitive: Option<bool>,
     #[serde(default, rename = "match")]
     pub(super) match_mode: Option<MatchMode>,
-    #[serde(default)]
     pub(super) target: Option<TargetJudge>,
-    #[serde(default)]
     pub(super) degenerate: Option<DegeneracyCheck>,
 }
 
@@ -207,84 +164,52 @@ pub(super) struct RawAnalysisSuites {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAnalysis {
-    #[serde(default)]
     pub(super) heads: Option<RawHeads>,
-    #[serde(default)]
     pub(super) sensitivity: Option<RawSensitivity>,
-    #[serde(default)]
     pub(super) conditioned: Option<RawConditioned>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHeads {
-    #[serde(default)]
     pub(super) suite: Option<String>,
-    #[serde(default)]
     pub(super) benign: Option<String>,
-    #[serde(default)]
     pub(super) limit: Option<usize>,
-    #[serde(default)]
     pub(super) unit: Option<HeadsUnit>,
-    #[serde(default)]
     pub(super) channels: Option<usize>,
-    #[serde(default)]
     pub(super) confirm: Option<usize>,
-    #[serde(default)]
     pub(super) random_sets: Option<usize>,
-    #[serde(default)]
     pub(super) seed: Option<u64>,
-    #[serde(default)]
     pub(super) max_new_tokens: Option<usize>,
-    #[serde(default)]
     pub(super) slices: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSensitivity {
-    #[serde(default)]
     pub(super) variant: Option<String>,
-    #[serde(default)]
     pub(super) suite: Option<String>,
-    #[serde(default)]
     pub(super) benign: Option<String>,
-    #[serde(default)]
     pub(super) limit: Option<usize>,
-    #[serde(default)]
     pub(super) unit: Option<SensitivityUnit>,
-    #[serde(default)]
     pub(super) confirm: Option<bool>,
-    #[serde(default)]
     pub(super) alpha: Option<f64>,
-    #[serde(default)]
     pub(super) max_new_tokens: Option<usize>,
-    #[serde(default)]
     pub(super) slices: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConditioned {
-    #[serde(default)]
     pub(super) suite: Option<String>,
-    #[serde(default)]
     pub(super) benign: Option<String>,
-    #[serde(default)]
     pub(super) target_suite: Option<String>,
-    #[serde(default)]
     pub(super) target: Option<String>,
-    #[serde(default)]
     pub(super) variants: Option<Vec<String>>,
-    #[serde(default)]
     pub(super) noise: Option<f64>,
-    #[serde(default)]
     pub(super) seed: Option<u64>,
-    #[serde(default)]
     pub(super) limit: Option<usize>,
-    #[serde(default)]
     pub(super) alpha: Option<f64>,
-    #[serde(default)]
     pub(super) max_new_tokens: Option<usize>,
 }
 
