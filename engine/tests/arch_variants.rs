@@ -88,9 +88,17 @@ fn fused_projections_and_experts_are_compressed_routers_only_by_regex() {
         }
     }
     let mix = Checkpoint::load(&fixture("mixtral"), &Device::Cpu).unwrap();
-    let v = derive(
+    // A llama.cpp file-type recipe names Llama-layout tensors only: it refuses experts.
+    let e = derive(
         &mix,
         &Variant::parse("gguf:q8_0", "v").unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("experts"), "{e}");
+    let v = derive(
+        &mix,
+        &Variant::parse("gguf:q80", "v").unwrap(),
         &Device::Cpu,
     )
     .unwrap();

@@ -6,7 +6,6 @@
 //! aligned model's refusal rate sits close enough to its 90% bar that a subset could
 //! mislead.
 
-
 use compsafe_engine::fixture::eval::{evaluate, ratio, FixtureSuites};
 use compsafe_engine::fixture::{self, save::check_manifest};
 use compsafe_tests::root;

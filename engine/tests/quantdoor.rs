@@ -3,7 +3,6 @@
 //! malicious ones; the committed checkpoint differs from `tiny-safety` only in the weights
 //! the quantizer touches.
 
-
 use candle_core::Device;
 use compsafe_core::Method;
 use compsafe_engine::compress::{

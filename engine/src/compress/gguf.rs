@@ -220,6 +220,19 @@ impl Compressor for GgufRecipe {
         layout: &HeadLayout,
     ) -> Result<Compressed> {
         let label = self.label();
+        // A recipe assigns types by llama.cpp's tensor names: a selected matrix without one
+        // (fused projections, experts) would silently stay unquantized.
+        if let Some(n) = weights
+            .iter()
+            .find(|(n, t)| t.rank() == 2 && selected(n) && hf_to_gguf_name(n).is_none())
+            .map(|(n, _)| n)
+        {
+            return Err(EngineError::Invalid(format!(
+                "{label}: llama.cpp's file-type recipes are applied to Llama-layout tensors; \
+                 `{n}` has no such name (fused projections and experts): use one block type \
+                 for every tensor instead, e.g. gguf:q4k or gguf:q80"
+            )));
+        }
         // The model's tensors under their GGUF names, in llama.cpp's order.
         let mut items: Vec<(String, &str, &Tensor)> = weights
             .iter()
