@@ -249,7 +249,12 @@ impl<S: Store> Sweeps for Coordinator<S> {
         let id = req.sweep_id;
         let first = handle.progress(id.clone()).await?;
         let (tx, out) = tokio::sync::mpsc::channel(16);
+        let mut closing = self.inner.closing.subscribe();
         tokio::spawn(async move {
+            let closed = async move {
+                let _ = closing.wait_for(|c| *c).await;
+            };
+            tokio::pin!(closed);
             let mut last = first;
             loop {
                 let done = last.state.is_final();
@@ -257,7 +262,20 @@ impl<S: Store> Sweeps for Coordinator<S> {
                     return;
                 }
                 last = loop {
-                    match rx.recv().await {
+                    // A shutdown ends the stream with UNAVAILABLE: the sweep goes on without
+                    // this coordinator, and the graceful shutdown does not wait on watchers.
+                    let next = tokio::select! {
+                        r = rx.recv() => r,
+                        () = &mut closed => {
+                            let _ = tx
+                                .send(Err(Status::unavailable(
+                                    "the coordinator is shutting down",
+                                )))
+                                .await;
+                            return;
+                        }
+                    };
+                    match next {
                         Ok(p) if p.id == id => break p,
                         Ok(_) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

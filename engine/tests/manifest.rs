@@ -184,3 +184,53 @@ fn bad_manifests_name_the_field() {
     let e = manifest::load(&p).unwrap_err().to_string();
     assert!(e.contains("extra"), "{e}");
 }
+
+/// Quantized checkpoints: a flipped byte in a GPTQ `qweight` or a compressed-tensors
+/// `weight_scale` is named with its file.
+#[test]
+fn a_flipped_byte_in_packed_codes_or_scales_is_named() {
+    let quant = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quant");
+    for (fixture, tensor) in [
+        ("gptq-w4g128-llama", "model.layers.1.mlp.up_proj.qweight"),
+        (
+            "ct-w4a16-llama",
+            "model.layers.0.self_attn.k_proj.weight_scale",
+        ),
+        (
+            "bnb-nf4-dq-llama",
+            "model.layers.0.mlp.down_proj.weight.absmax",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(fixture);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(quant.join(fixture)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        let pinned = manifest::create(&dir).unwrap();
+        assert!(
+            pinned.tensors.contains_key(tensor),
+            "{fixture}: {tensor} pinned"
+        );
+        let path = dir.join("model.safetensors");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let at = 8 + n + header[tensor]["data_offsets"][0].as_u64().unwrap() as usize;
+        bytes[at + 1] ^= 0x10;
+        std::fs::write(&path, bytes).unwrap();
+        let found = manifest::create(&dir).unwrap();
+        match manifest::check(&found, &pinned) {
+            compsafe_engine::integrity::Integrity::Failed(m) => {
+                assert_eq!(m.len(), 1, "{fixture}: {m:?}");
+                assert!(
+                    m[0].contains(tensor) && m[0].contains("model.safetensors"),
+                    "{fixture}: {}",
+                    m[0]
+                );
+            }
+            other => panic!("{fixture}: {other:?}"),
+        }
+    }
+}

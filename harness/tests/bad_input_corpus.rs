@@ -415,10 +415,16 @@ fn cli_cases() -> Vec<(&'static str, Setup)> {
             });
             (a, s(&["model.safetensors", K, "config.json"]))
         }),
-        ("model: integer dtype", |d| {
-            let a = layers_with(d, |m| with_header(m, |h| h[W]["dtype"] = "I32".into()));
-            (a, s(&["model.safetensors", W, "dtype"]))
-        }),
+        (
+            "model: I32 tensor outside a known quantization format",
+            |d| {
+                let a = layers_with(d, |m| with_header(m, |h| h[W]["dtype"] = "I32".into()));
+                (
+                    a,
+                    s(&["model.safetensors", W, "dtype", "known quantization format"]),
+                )
+            },
+        ),
         ("model: NaN weight", |d| {
             let a = layers_with(d, |m| {
                 with_tensor_bytes(m, W, |b| b[4..8].copy_from_slice(&f32::NAN.to_le_bytes()))
@@ -594,5 +600,7 @@ fn a_failing_run_keeps_the_outputs_already_there() {
     );
 }
 
+#[path = "bad_input_corpus/quant.rs"]
+mod quant;
 #[path = "bad_input_corpus/rpc.rs"]
 mod rpc;

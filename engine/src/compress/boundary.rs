@@ -69,9 +69,14 @@ impl Steps {
                 group: *group,
                 asym: *asym,
             }),
-            Method::Gguf { ty: GgufType::Q8_0 } => Ok(Steps::Q8_0),
+            // llama.cpp's Q8_0 file type puts every quantized matrix in Q8_0.
+            Method::Gguf { ty: GgufType::Q8_0 }
+            | Method::GgufFile {
+                ftype: compsafe_core::GgufFtype::Q8_0,
+                ..
+            } => Ok(Steps::Q8_0),
             other => Err(EngineError::Invalid(format!(
-                "--variant = {other:?}: boundary statistics cover integer RTN variants \
+                "--variant = {other}: boundary statistics cover integer RTN variants \
                  (intN[:gG][:asym]) and gguf:q8_0; other GGUF types choose their scales by \
                  search and have no fixed rounding boundary"
             ))),
