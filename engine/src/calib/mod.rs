@@ -16,4 +16,4 @@ pub mod data;
 pub mod sequential;
 
 pub use capture::{InputGroup, InputStats, LayerStats, Wants};
-pub use sequential::{calibrate, CalibTokens, Chain, LayerCompressor, LayerContext};
+pub use sequential::{calibrate, CalibTokens, Chain, LayerCompressor, LayerContext, LayerMatrix};

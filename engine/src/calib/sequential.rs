@@ -65,6 +65,51 @@ pub struct LayerContext<'a> {
     pub layout: &'a HeadLayout,
 }
 
+/// One selected linear weight of the layer being compressed, with its values in f32.
+pub struct LayerMatrix<'w> {
+    /// Where it sits in the layer.
+    pub site: LinearSite,
+    /// Its HF weight name.
+    pub name: String,
+    /// The weight as given.
+    pub tensor: &'w Tensor,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// Row-major f32 values.
+    pub values: Vec<f32>,
+}
+
+impl LayerContext<'_> {
+    /// The layer's linear weights that `selected` picks (those `weights` holds), in the
+    /// order the forward pass reaches them.
+    pub fn matrices<'w>(
+        &self,
+        weights: &'w WeightMap,
+        selected: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<LayerMatrix<'w>>> {
+        let mut out = Vec::new();
+        for site in LinearSite::ALL {
+            let name = site.weight_name(self.layer);
+            let Some(tensor) = weights.get(&name).filter(|_| selected(&name)) else {
+                continue;
+            };
+            let (rows, cols) = tensor.dims2()?;
+            let values = crate::compress::f32_values(&name, tensor)?;
+            out.push(LayerMatrix {
+                site,
+                name,
+                tensor,
+                rows,
+                cols,
+                values,
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// A compression method that needs calibration statistics, applied one decoder layer at a
 /// time.
 pub trait LayerCompressor: Send + Sync {

@@ -26,9 +26,8 @@ use candle_core::{Device, Tensor};
 use super::ctgrid::{grids, CtGrid};
 use super::linalg::inverse_cholesky_upper;
 use super::{relative_error, Compressed, LinearWeight, TensorStat, WeightMap};
-use crate::calib::{InputGroup, LayerCompressor, LayerContext, Wants};
+use crate::calib::{InputGroup, LayerCompressor, LayerContext, LayerMatrix, Wants};
 use crate::error::{EngineError, Result};
-use crate::model::LinearSite;
 
 /// GPTQ settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -308,16 +307,15 @@ impl LayerCompressor for Gptq {
         selected: &dyn Fn(&str) -> bool,
     ) -> Result<Compressed> {
         let mut out = Compressed::default();
-        for site in LinearSite::ALL {
-            let name = site.weight_name(ctx.layer);
-            let Some(t) = weights.get(&name) else {
-                continue;
-            };
-            if !selected(&name) {
-                continue;
-            }
-            let (rows, cols) = t.dims2()?;
-            let w = super::f32_values(&name, t)?;
+        for LayerMatrix {
+            site,
+            name,
+            tensor: t,
+            rows,
+            cols,
+            values: w,
+        } in ctx.matrices(weights, selected)?
+        {
             let stats = ctx.stats.get(&InputGroup::of(site)).ok_or_else(|| {
                 EngineError::Invalid(format!("gptq: no calibration statistics for `{name}`"))
             })?;

@@ -398,6 +398,32 @@ pub(crate) fn selected_names<'a>(
     Ok(names)
 }
 
+/// Stores a compressed dense weight (`values`, `[rows, cols]`) and its statistics against
+/// the `original` values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_dense(
+    out: &mut Compressed,
+    name: String,
+    original: &[f32],
+    values: Vec<f32>,
+    (rows, cols): (usize, usize),
+    device: &candle_core::Device,
+    bits_per_weight: f64,
+    note: String,
+) -> Result<()> {
+    out.stats.push(TensorStat {
+        name: name.clone(),
+        rel_error: relative_error(original, &values),
+        bits_per_weight,
+        numel: rows * cols,
+        bytes: (bits_per_weight * (rows * cols) as f64 / 8.0).ceil() as u64,
+        note: Some(note),
+    });
+    let tensor = Tensor::from_vec(values, (rows, cols), device)?;
+    out.weights.insert(name, LinearWeight::Dense(tensor));
+    Ok(())
+}
+
 /// A tensor's values as f32 (row-major), rejecting NaN and infinities by tensor and index.
 pub(crate) fn f32_values(name: &str, t: &Tensor) -> Result<Vec<f32>> {
     let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;

@@ -12,13 +12,10 @@
 //! pruned. Each column's removed weights `w / Hinv_jj` are then propagated like GPTQ's
 //! rounding errors. Stored dense with zeros.
 
-use candle_core::Tensor;
-
 use super::gptq::{hinv_factor, par_rows, propagate_block};
-use super::{relative_error, Compressed, LinearWeight, TensorStat, WeightMap};
-use crate::calib::{InputGroup, LayerCompressor, LayerContext, Wants};
+use super::{Compressed, WeightMap};
+use crate::calib::{InputGroup, LayerCompressor, LayerContext, LayerMatrix, Wants};
 use crate::error::{EngineError, Result};
-use crate::model::LinearSite;
 
 /// What to prune.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -182,13 +179,15 @@ impl LayerCompressor for SparseGpt {
         selected: &dyn Fn(&str) -> bool,
     ) -> Result<Compressed> {
         let mut out = Compressed::default();
-        for site in LinearSite::ALL {
-            let name = site.weight_name(ctx.layer);
-            let Some(t) = weights.get(&name).filter(|_| selected(&name)) else {
-                continue;
-            };
-            let (rows, cols) = t.dims2()?;
-            let w = super::f32_values(&name, t)?;
+        for LayerMatrix {
+            site,
+            name,
+            tensor: t,
+            rows,
+            cols,
+            values: w,
+        } in ctx.matrices(weights, selected)?
+        {
             let h = ctx
                 .stats
                 .get(&InputGroup::of(site))
@@ -198,16 +197,17 @@ impl LayerCompressor for SparseGpt {
                 })?;
             let pruned = sparsegpt_prune(&w, rows, cols, &h, self.sparsity, self.damp, self.block)
                 .map_err(|e| EngineError::Invalid(format!("sparsegpt: tensor `{name}`: {e}")))?;
-            out.stats.push(TensorStat {
-                name: name.clone(),
-                rel_error: relative_error(&w, &pruned),
-                bits_per_weight: 32.0,
-                numel: rows * cols,
-                bytes: (rows * cols * 4) as u64,
-                note: Some(self.sparsity.note(&pruned)),
-            });
-            let tensor = Tensor::from_vec(pruned, (rows, cols), t.device())?;
-            out.weights.insert(name, LinearWeight::Dense(tensor));
+            let note = self.sparsity.note(&pruned);
+            super::push_dense(
+                &mut out,
+                name,
+                &w,
+                pruned,
+                (rows, cols),
+                t.device(),
+                32.0,
+                note,
+            )?;
         }
         Ok(out)
     }

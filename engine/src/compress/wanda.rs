@@ -6,13 +6,10 @@
 //! of every `m` consecutive inputs of a row. Kept weights are unchanged; stored dense with
 //! zeros.
 
-use candle_core::Tensor;
-
 use super::sparsegpt::Sparsity;
-use super::{relative_error, Compressed, LinearWeight, TensorStat, WeightMap};
-use crate::calib::{InputGroup, LayerCompressor, LayerContext, Wants};
+use super::{Compressed, WeightMap};
+use crate::calib::{InputGroup, LayerCompressor, LayerContext, LayerMatrix, Wants};
 use crate::error::{EngineError, Result};
-use crate::model::LinearSite;
 
 /// Prunes the `rows x cols` matrix `w` given the per-input scalars `s` (`Σ x² / sequences`).
 pub fn wanda_prune(
@@ -87,13 +84,15 @@ impl LayerCompressor for Wanda {
         selected: &dyn Fn(&str) -> bool,
     ) -> Result<Compressed> {
         let mut out = Compressed::default();
-        for site in LinearSite::ALL {
-            let name = site.weight_name(ctx.layer);
-            let Some(t) = weights.get(&name).filter(|_| selected(&name)) else {
-                continue;
-            };
-            let (rows, cols) = t.dims2()?;
-            let w = super::f32_values(&name, t)?;
+        for LayerMatrix {
+            site,
+            name,
+            tensor: t,
+            rows,
+            cols,
+            values: w,
+        } in ctx.matrices(weights, selected)?
+        {
             let st = ctx
                 .stats
                 .get(&InputGroup::of(site))
@@ -105,16 +104,17 @@ impl LayerCompressor for Wanda {
             let s: Vec<f32> = st.sq_sum.iter().flatten().map(|v| (v / n) as f32).collect();
             let pruned = wanda_prune(&w, rows, cols, &s, self.sparsity)
                 .map_err(|e| EngineError::Invalid(format!("wanda: tensor `{name}`: {e}")))?;
-            out.stats.push(TensorStat {
-                name: name.clone(),
-                rel_error: relative_error(&w, &pruned),
-                bits_per_weight: 32.0,
-                numel: rows * cols,
-                bytes: (rows * cols * 4) as u64,
-                note: Some(self.sparsity.note(&pruned)),
-            });
-            let tensor = Tensor::from_vec(pruned, (rows, cols), t.device())?;
-            out.weights.insert(name, LinearWeight::Dense(tensor));
+            let note = self.sparsity.note(&pruned);
+            super::push_dense(
+                &mut out,
+                name,
+                &w,
+                pruned,
+                (rows, cols),
+                t.device(),
+                32.0,
+                note,
+            )?;
         }
         Ok(out)
     }
