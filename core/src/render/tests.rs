@@ -97,6 +97,7 @@ fn variant(name: &str, kind: &str, bits: Option<f64>, bytes: Option<u64>) -> Var
         training: None,
         error: None,
         integrity_failures: Vec::new(),
+        calibration: None,
     }
 }
 
@@ -179,6 +180,7 @@ pub(crate) fn healthy() -> Report {
         },
         model: ModelInfo {
             integrity_failures: Vec::new(),
+            calibration: None,
             path: "models/tiny-chat".into(),
             files: vec![FileInfo {
                 name: "model.safetensors".into(),

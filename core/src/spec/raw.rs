@@ -35,6 +35,25 @@ pub(super) struct RawSpec {
     pub(super) search: Option<RawSearch>,
     #[serde(default)]
     pub(super) analysis: Option<RawAnalysis>,
+    #[serde(default)]
+    pub(super) calibration: Option<RawCalibration>,
+}
+
+/// `[calibration]` or a variant's `calibration` table: every field optional, so an override
+/// replaces exactly the fields it writes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCalibration {
+    #[serde(default)]
+    pub(super) suite: Option<String>,
+    #[serde(default)]
+    pub(super) file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) sequences: Option<usize>,
+    #[serde(default)]
+    pub(super) seq_len: Option<usize>,
+    #[serde(default)]
+    pub(super) seed: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +122,8 @@ pub(super) struct RawVariantTable {
     pub(super) sha256: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) distill: Option<Box<RawDistill>>,
+    #[serde(default)]
+    pub(super) calibration: Option<RawCalibration>,
 }
 
 /// `[variants.distill]`: every field but `prompts` has a default.

@@ -346,6 +346,11 @@ pub struct Variant {
     /// reference's values in bf16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protect_layers: Vec<usize>,
+    /// The calibration data of a calibrated method (the spec's `[calibration]` with the
+    /// variant's own table over it); `None` for methods that read no activations, and for a
+    /// shorthand outside a spec (the default calibration then applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibration::CalibrationSpec>,
 }
 
 impl Variant {
@@ -358,6 +363,7 @@ impl Variant {
             select: None,
             protect: Vec::new(),
             protect_layers: Vec::new(),
+            calibration: None,
         })
     }
 }
