@@ -180,7 +180,6 @@ pub(crate) fn healthy() -> Report {
         },
         model: ModelInfo {
             integrity_failures: Vec::new(),
-            calibration: None,
             path: "models/tiny-chat".into(),
             files: vec![FileInfo {
                 name: "model.safetensors".into(),

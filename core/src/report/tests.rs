@@ -188,7 +188,6 @@ fn full_report() -> Report {
         },
         model: ModelInfo {
             integrity_failures: Vec::new(),
-            calibration: None,
             path: "models/tiny".into(),
             files: vec![FileInfo {
                 name: "model.safetensors".into(),
