@@ -93,3 +93,32 @@ fn fp8_and_nf4_variants_run_and_cost_what_they_store() {
         assert!(v.iter().all(|x| x.is_finite()), "{variant}");
     }
 }
+
+#[test]
+fn fp8_weights_and_scales_are_llm_compressors() {
+    let dev = Device::Cpu;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/calib");
+    let src = Checkpoint::load(&fixtures.join("model"), &dev).unwrap();
+    let want = candle_core::safetensors::load(fixtures.join("fp8_dynamic.safetensors"), &dev).unwrap();
+    let c = compress(&src, &Variant::parse("fp8", "v").unwrap()).unwrap();
+    assert_eq!(c.weights.len(), 14);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (name, w) in &c.weights {
+        let LinearWeight::Packed(p) = w else {
+            panic!("{name} not packed")
+        };
+        let Codes::Fp8 { scales, .. } = &p.codes else {
+            panic!("{name} not fp8")
+        };
+        let lib_w = want[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let lib_s = want[&format!("{name}.scale")].to_vec1::<f32>().unwrap();
+        assert_eq!(bits(scales), bits(&lib_s), "scales of {name}");
+        assert_eq!(bits(&p.dequantize_vec()), bits(&lib_w), "weights of {name}");
+        assert!(matches!(
+            p.act,
+            Some(compsafe_engine::formats::ActQuant::Dynamic(
+                compsafe_engine::quant::act::ActType::Fp8E4m3
+            ))
+        ));
+    }
+}
