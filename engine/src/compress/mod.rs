@@ -20,6 +20,7 @@
 //! | `wanda:0.5`, `wanda:2of4` (calibrated) | [`wanda`] | dense, with zeros |
 //! | `awq:w4g128` (calibrated) | [`awq`] | dense f32 on the grid; scaled norm weights |
 //! | `sparsegpt:2of4+gptq:w4g128` (calibrated) | [`Chain`] | dense f32 on the grid, with zeros |
+//! | `smoothquant:w8a8[:ALPHA]` (calibrated) | [`smoothquant`] | int8 codes and row scales; inputs int8 per token; smoothed norms |
 //! | `fp8` | [`packed`] | E4M3 codes and row scales; inputs E4M3 per token |
 //! | `nf4`, `fp4` (`:dq`) | [`packed`] | bitsandbytes 4-bit blocks |
 //!
@@ -51,6 +52,7 @@ pub mod packed;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
+pub mod smoothquant;
 pub mod sparsegpt;
 pub mod wanda;
 
@@ -248,6 +250,7 @@ pub fn calibrated_compressor_for(method: &Method) -> Result<Box<dyn LayerCompres
             symmetric: a.sym,
             grid: a.grid,
         })),
+        Method::SmoothQuant(q) => Box::new(smoothquant::SmoothQuant { alpha: q.alpha }),
         Method::Wanda { sparsity: sp } => Box::new(Wanda {
             sparsity: sparsity(*sp),
         }),
