@@ -354,7 +354,10 @@ fn smoothquant_matches_llm_compressor() {
          {worst_scale:.2e}; {flips0} codes differ in layer 0, {flips} of {total} in all"
     );
     assert_eq!(c.weights.len(), 14 + 4);
-    assert!(worst_norm < 1e-6 && worst_scale < 1e-6, "{worst_norm} {worst_scale}");
+    assert!(
+        worst_norm < 1e-6 && worst_scale < 1e-6,
+        "{worst_norm} {worst_scale}"
+    );
     assert_eq!(flips0, 0);
     assert!(flips * 1000 < total, "{flips} of {total}");
 }

@@ -99,7 +99,8 @@ fn fp8_weights_and_scales_are_llm_compressors() {
     let dev = Device::Cpu;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/calib");
     let src = Checkpoint::load(&fixtures.join("model"), &dev).unwrap();
-    let want = candle_core::safetensors::load(fixtures.join("fp8_dynamic.safetensors"), &dev).unwrap();
+    let want =
+        candle_core::safetensors::load(fixtures.join("fp8_dynamic.safetensors"), &dev).unwrap();
     let c = compress(&src, &Variant::parse("fp8", "v").unwrap()).unwrap();
     assert_eq!(c.weights.len(), 14);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -21,15 +21,21 @@ pub fn settings(variant: &Variant) -> CalibrationSpec {
     variant.calibration.clone().unwrap_or_default()
 }
 
-/// The calibration sequences of `spec` for the evaluator's model; `field` names the
-/// calibration settings in errors.
+/// The calibration sequences of `spec` for the evaluator's model; errors name the variant
+/// and the calibration field.
 pub fn tokens(
     eval: &Evaluator,
     spec: &CalibrationSpec,
-    field: &str,
+    variant: &str,
 ) -> Result<CalibTokens, EngineError> {
-    let prompts = data::source_prompts(spec, &suite::bundled_root(), Path::new("."), field)?;
-    data::calibration_tokens(spec, &prompts, &eval.codec, field)
+    let named = |e: EngineError| match e {
+        EngineError::Invalid(m) => EngineError::Invalid(format!("variant `{variant}`: {m}")),
+        e => e,
+    };
+    let field = "calibration";
+    let prompts =
+        data::source_prompts(spec, &suite::bundled_root(), Path::new("."), field).map_err(named)?;
+    data::calibration_tokens(spec, &prompts, &eval.codec, field).map_err(named)
 }
 
 /// Sequences per calibration forward pass: as many as `batch_tokens` holds.
@@ -54,8 +60,7 @@ pub fn derive(
     batch_tokens: usize,
 ) -> Result<DerivedVariant, EngineError> {
     let spec = settings(variant);
-    let field = format!("variant `{}`: calibration", variant.name);
-    let toks = tokens(eval, &spec, &field)?;
+    let toks = tokens(eval, &spec, &variant.name)?;
     let files: Vec<(String, String)> =
         compsafe_engine::integrity::digest_model(&eval.checkpoint.path)?
             .into_iter()
@@ -79,7 +84,9 @@ pub fn derive(
             return assemble(&eval.checkpoint, variant, c);
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!(dir = %dir.display(), "cached calibrated variant unreadable ({e}); deriving it again"),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "cached calibrated variant unreadable ({e}); deriving it again")
+        }
     }
     tracing::info!(
         variant = %variant.name,

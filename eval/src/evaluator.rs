@@ -128,10 +128,14 @@ impl Evaluator {
     pub fn derive(&self, variant: &Variant) -> Result<DerivedVariant, EngineError> {
         if variant.method.needs_calibration() {
             let spec = crate::calibrated::settings(variant);
-            let field = format!("variant `{}`: calibration", variant.name);
-            let toks = crate::calibrated::tokens(self, &spec, &field)?;
+            let toks = crate::calibrated::tokens(self, &spec, &variant.name)?;
             let batch = crate::calibrated::batch(&spec, 8192);
-            return derive_with(&self.checkpoint, variant, self.reference.device(), Some((&toks, batch)));
+            return derive_with(
+                &self.checkpoint,
+                variant,
+                self.reference.device(),
+                Some((&toks, batch)),
+            );
         }
         derive(&self.checkpoint, variant, self.reference.device())
     }

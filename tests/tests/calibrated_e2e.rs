@@ -40,7 +40,12 @@ bootstrap_resamples = 50
 
 fn run(spec: &Path, out: &Path, cache: &Path, extra: &[&str]) -> serde_json::Value {
     let o = bin()
-        .args(["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(extra)
         .env("COMPSAFE_CACHE_DIR", cache)
         .output()
@@ -69,14 +74,32 @@ fn calibrated_sweep_in_process_and_on_workers() {
     let stored = entries(&cache_a);
     assert_eq!(stored.len(), 3, "{stored:?}");
     for e in &stored {
-        assert!(cache_a.join("calibrated").join(e).join("stats.json").is_file());
+        assert!(cache_a
+            .join("calibrated")
+            .join(e)
+            .join("stats.json")
+            .is_file());
     }
-    let fleet = run(&spec, &tmp.path().join("fleet"), &cache_b, &["--workers", "2"]);
-    assert_eq!(entries(&cache_b), stored, "the same cache keys on the fleet");
+    let fleet = run(
+        &spec,
+        &tmp.path().join("fleet"),
+        &cache_b,
+        &["--workers", "2"],
+    );
+    assert_eq!(
+        entries(&cache_b),
+        stored,
+        "the same cache keys on the fleet"
+    );
     assert_eq!(direct["cells"], fleet["cells"]);
     assert_eq!(direct["variants"], fleet["variants"]);
     // From the cache: the same report.
-    let again = run(&spec, &tmp.path().join("again"), &cache_a, &["--workers", "2"]);
+    let again = run(
+        &spec,
+        &tmp.path().join("again"),
+        &cache_a,
+        &["--workers", "2"],
+    );
     assert_eq!(again["cells"], direct["cells"]);
     assert_eq!(entries(&cache_a), stored);
 

@@ -13,7 +13,10 @@ use crate::suite;
 /// `base`'s. A file is resolved against the spec's directory.
 fn overlay(base: &CalibrationSpec, raw: &RawCalibration, dir: &Path) -> CalibrationSpec {
     let (suite, file) = if raw.suite.is_some() || raw.file.is_some() {
-        (raw.suite.clone(), raw.file.as_deref().map(|f| resolve(dir, f)))
+        (
+            raw.suite.clone(),
+            raw.file.as_deref().map(|f| resolve(dir, f)),
+        )
     } else {
         (base.suite.clone(), base.file.clone())
     };
@@ -37,7 +40,10 @@ fn check(c: &CalibrationSpec, field: &str) -> Result<(), FieldError> {
 }
 
 /// The spec's `[calibration]` section (defaults where absent), checked.
-pub(super) fn section(raw: Option<&RawCalibration>, dir: &Path) -> Result<CalibrationSpec, FieldError> {
+pub(super) fn section(
+    raw: Option<&RawCalibration>,
+    dir: &Path,
+) -> Result<CalibrationSpec, FieldError> {
     let base = CalibrationSpec::default();
     let Some(raw) = raw else { return Ok(base) };
     let c = overlay(&base, raw, dir);
@@ -125,7 +131,12 @@ mod tests {
         // Without a section: the defaults (the benign mix, 128 x 512).
         let s = parse_spec(&spec("\"awq:w4g128\"", ""), Path::new("/s/spec.toml")).unwrap();
         assert_eq!(
-            s.variants[1].variant.calibration.as_ref().unwrap().to_string(),
+            s.variants[1]
+                .variant
+                .calibration
+                .as_ref()
+                .unwrap()
+                .to_string(),
             "default mix (jbb-benign, xstest-safe, truthfulqa-mc): 128 x 512 tokens, seed 0"
         );
     }
@@ -133,9 +144,24 @@ mod tests {
     #[test]
     fn bad_calibration_names_field_and_value() {
         for (variants, section, field, value) in [
-            ("\"gptq:w4g128\"", "[calibration]\nsuite = \"no-such-suite\"\n", "calibration.suite", "no-such-suite"),
-            ("\"gptq:w4g128\"", "[calibration]\nsequences = 0\n", "calibration.sequences", "0"),
-            ("\"gptq:w4g128\"", "[calibration]\nseq_len = 1\n", "calibration.seq_len", "1"),
+            (
+                "\"gptq:w4g128\"",
+                "[calibration]\nsuite = \"no-such-suite\"\n",
+                "calibration.suite",
+                "no-such-suite",
+            ),
+            (
+                "\"gptq:w4g128\"",
+                "[calibration]\nsequences = 0\n",
+                "calibration.sequences",
+                "0",
+            ),
+            (
+                "\"gptq:w4g128\"",
+                "[calibration]\nseq_len = 1\n",
+                "calibration.seq_len",
+                "1",
+            ),
             (
                 "{ name = \"g\", method = \"gptq:w4g128\", calibration = { suite = \"nope\" } }",
                 "",

@@ -148,9 +148,12 @@ pub fn validate_text(text: &str, spec_path: &Path) -> Result<Validated, Validati
         }
     }
     for (field, c) in std::iter::once(("calibration".to_string(), Some(&spec.calibration))).chain(
-        spec.variants
-            .iter()
-            .map(|v| (format!("{}.calibration", v.field), v.variant.calibration.as_ref())),
+        spec.variants.iter().map(|v| {
+            (
+                format!("{}.calibration", v.field),
+                v.variant.calibration.as_ref(),
+            )
+        }),
     ) {
         if let Some(f) = c.and_then(|c| c.file.as_ref()) {
             if !f.is_file() && !errors.iter().any(|e| e.value == f.display().to_string()) {

@@ -131,8 +131,8 @@ pub fn save(dir: &Path, c: &Compressed) -> Result<()> {
         })
         .collect();
     let path = dir.join(STATS_FILE);
-    let text =
-        serde_json::to_string_pretty(&json!({ "stats": stats, "packed": packed })).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&json!({ "stats": stats, "packed": packed }))
+        .unwrap_or_default();
     std::fs::write(&path, text + "\n").map_err(io(&path))?;
     Ok(())
 }
@@ -247,7 +247,14 @@ mod tests {
         let dense = Tensor::from_vec(vec![1f32, -2.0, 3.5], 3, &cpu).unwrap();
         c.weights.insert("norm".into(), LinearWeight::Dense(dense));
         for (name, codes, act) in [
-            ("a", Codes::Fp8 { codes: vec![1, 200, 7, 8], scales: vec![0.5, 0.25] }, ActType::Fp8E4m3),
+            (
+                "a",
+                Codes::Fp8 {
+                    codes: vec![1, 200, 7, 8],
+                    scales: vec![0.5, 0.25],
+                },
+                ActType::Fp8E4m3,
+            ),
             (
                 "b",
                 Codes::CtInt {
@@ -279,7 +286,8 @@ mod tests {
                 bytes: 12,
                 note: Some("x".into()),
             });
-            c.weights.insert(name.into(), LinearWeight::Packed(Arc::new(p)));
+            c.weights
+                .insert(name.into(), LinearWeight::Packed(Arc::new(p)));
         }
         assert!(storable(&c));
         save(&dir, &c).unwrap();
@@ -288,10 +296,9 @@ mod tests {
         assert_eq!(back.stats, c.stats);
         for (name, w) in &c.weights {
             match (w, &back.weights[name]) {
-                (LinearWeight::Dense(a), LinearWeight::Dense(b)) => assert_eq!(
-                    a.to_vec1::<f32>().unwrap(),
-                    b.to_vec1::<f32>().unwrap()
-                ),
+                (LinearWeight::Dense(a), LinearWeight::Dense(b)) => {
+                    assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap())
+                }
                 (LinearWeight::Packed(a), LinearWeight::Packed(b)) => {
                     assert_eq!(a.dequantize_vec(), b.dequantize_vec(), "{name}");
                     assert_eq!(a.act, b.act);

@@ -21,8 +21,8 @@ use super::{
     LinearWeight, TensorStat, WeightMap,
 };
 use crate::error::Result;
-use crate::formats::{ActQuant, PackedWeight, RoundTo};
 use crate::formats::packed::Codes;
+use crate::formats::{ActQuant, PackedWeight, RoundTo};
 use crate::quant::act::ActType;
 use crate::quant::bnb::{self, FourBit};
 use crate::quant::fp8;
