@@ -254,6 +254,16 @@ pub fn derive_with(
         });
     }
     let compressed = compress_with(reference, variant, calib)?;
+    assemble(reference, variant, compressed)
+}
+
+/// The variant of `reference` with `compressed`'s replacements (as [`compress_with`]
+/// derived them, or as a cache stored them), with its size accounting.
+pub fn assemble(
+    reference: &Checkpoint,
+    variant: &Variant,
+    compressed: Compressed,
+) -> Result<DerivedVariant> {
     let model = Model::with_variant(reference, &compressed)?;
     // Size: replaced tensors at their compressed size, the rest as stored in the reference.
     let mut bytes = compressed.bytes() as f64;

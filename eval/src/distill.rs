@@ -35,14 +35,19 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Derives any variant: a `distill` variant's student is found in or added to the cache
-/// under `cache_dir` and loaded like a checkpoint (with its training record); the others are
-/// derived from the reference.
+/// under `cache_dir` and loaded like a checkpoint (with its training record), a calibrated
+/// variant likewise ([`crate::calibrated::derive`]); the others are derived from the
+/// reference.
 pub fn derive(
     eval: &Evaluator,
     variant: &Variant,
     cache_dir: &Path,
     batch_tokens: usize,
 ) -> Result<(DerivedVariant, Option<Training>), EngineError> {
+    if variant.method.needs_calibration() {
+        let derived = crate::calibrated::derive(eval, variant, cache_dir, batch_tokens)?;
+        return Ok((derived, None));
+    }
     let Method::Distill(d) = &variant.method else {
         return Ok((eval.derive(variant)?, None));
     };

@@ -12,7 +12,7 @@ use compsafe_core::spec::Generation;
 use compsafe_core::suite::{Expect, Prompt, Suite};
 use compsafe_core::Variant;
 use compsafe_engine::score::{logit_fidelity, loglikelihood, next_token_mass};
-use compsafe_engine::variant::{derive, DerivedVariant};
+use compsafe_engine::variant::{derive, derive_with, DerivedVariant};
 use compsafe_engine::{generate, Checkpoint, EngineError, GenerateOptions, Model, TextCodec};
 
 /// Texts whose first token starts a refusal; their first-position probability mass gives the
@@ -122,8 +122,21 @@ impl Evaluator {
         })
     }
 
-    /// Derives a variant of the reference (or loads a checkpoint variant).
+    /// Derives a variant of the reference (or loads a checkpoint variant); a calibrated
+    /// variant is calibrated on its settings' sequences, in memory (the runner's units go
+    /// through the cache of [`crate::calibrated::derive`]).
     pub fn derive(&self, variant: &Variant) -> Result<DerivedVariant, EngineError> {
+        if variant.method.needs_calibration() {
+            let spec = crate::calibrated::settings(variant);
+            let toks = crate::calibrated::tokens(self, &spec, &variant.name)?;
+            let batch = crate::calibrated::batch(&spec, 8192);
+            return derive_with(
+                &self.checkpoint,
+                variant,
+                self.reference.device(),
+                Some((&toks, batch)),
+            );
+        }
         derive(&self.checkpoint, variant, self.reference.device())
     }
 

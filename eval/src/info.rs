@@ -143,6 +143,7 @@ pub fn failed_variant_info(entry: &VariantEntry, check: &VariantIntegrity) -> Va
             if check.failures.len() == 1 { "" } else { "s" }
         )),
         integrity_failures: check.failures.clone(),
+        calibration: None,
     }
 }
 
@@ -179,5 +180,9 @@ pub fn variant_info(
         training,
         error: None,
         integrity_failures: Vec::new(),
+        calibration: variant
+            .method
+            .needs_calibration()
+            .then(|| crate::calibrated::settings(variant).to_string()),
     }
 }

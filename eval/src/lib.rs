@@ -7,6 +7,7 @@
 //! derived and cached here.
 
 pub mod analysis;
+pub mod calibrated;
 pub mod distill;
 pub mod evaluator;
 pub mod info;

@@ -206,7 +206,54 @@ def main():
         manifest["variants"][name] = {"recipe": "AWQModifier(duo_scaling=True, n_grid=20) + QuantizationModifier",
                                       "scheme": scheme, "mappings": [c[0] for c in chosen]}
 
+    def fp8_dynamic(name):
+        # FP8 E4M3 weights per channel, dynamic per-token activations: no calibration data
+        # is read, the weights are quantize-dequantized in place and keep their scales.
+        from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        recipe = QuantizationModifier(targets=["Linear"], scheme="FP8_DYNAMIC", ignore=["lm_head"])
+        model = oneshot_run(recipe, ids)
+        out = {}
+        for l in range(2):
+            for lin in LINEARS:
+                m = model.get_submodule(f"model.layers.{l}.{lin}")
+                key = f"model.layers.{l}.{lin}.weight"
+                # The weight is still the original one (it is compressed when saved): the
+                # library's own quantize-dequantize with the scales it chose.
+                args = m.quantization_scheme.weights
+                out[key] = fake_quantize(m.weight.detach().float(), m.weight_scale.detach(),
+                                         m.weight_zero_point.detach(), args).contiguous()
+                out[key + ".scale"] = m.weight_scale.detach().float().reshape(-1).contiguous()
+        save_file(out, OUT / f"{name}.safetensors")
+        manifest["variants"][name] = {"scheme": "FP8_DYNAMIC"}
+
+    def smoothquant(name, alpha):
+        # SmoothQuant's smoothing, then int8 weights per channel with int8 per-token inputs.
+        from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
+        recipe = [SmoothQuantModifier(smoothing_strength=alpha),
+                  QuantizationModifier(targets=["Linear"], scheme="W8A8", ignore=["lm_head"])]
+        model = oneshot_run(recipe, ids)
+        out = {}
+        for l in range(2):
+            for lin in LINEARS:
+                m = model.get_submodule(f"model.layers.{l}.{lin}")
+                key = f"model.layers.{l}.{lin}.weight"
+                args = m.quantization_scheme.weights
+                out[key] = fake_quantize(m.weight.detach().float(), m.weight_scale.detach(),
+                                         m.weight_zero_point.detach(), args).contiguous()
+                out[key + ".smoothed"] = m.weight.detach().float().contiguous()
+                out[key + ".scale"] = m.weight_scale.detach().float().reshape(-1).contiguous()
+            for n in ["input_layernorm", "post_attention_layernorm"]:
+                out[f"model.layers.{l}.{n}.weight"] = model.get_submodule(
+                    f"model.layers.{l}.{n}").weight.detach().float().contiguous()
+        save_file(out, OUT / f"{name}.safetensors")
+        manifest["variants"][name] = {"recipe": f"SmoothQuantModifier(smoothing_strength={alpha}) + QuantizationModifier(W8A8)"}
+
     variants = {
+        "smoothquant_w8a8": lambda: smoothquant("smoothquant_w8a8", 0.5),
+        "fp8_dynamic": lambda: fp8_dynamic("fp8_dynamic"),
         "awq_w4g128": lambda: awq("awq_w4g128", "W4A16_ASYM"),
         "gptq_w4g128": lambda: gptq("gptq_w4g128", dict(num_bits=4, type="int", symmetric=True,
                                                          strategy="group", group_size=128), None),

@@ -102,6 +102,7 @@ fn reference_variant(name: &str) -> VariantInfo {
         training: None,
         error: None,
         integrity_failures: Vec::new(),
+        calibration: None,
     }
 }
 

@@ -56,6 +56,7 @@ pub fn sweep_outputs(
                 training: None,
                 error: None,
                 integrity_failures: Vec::new(),
+                calibration: None,
             },
             None => return Err(format!("no result for variant {name}")),
         });

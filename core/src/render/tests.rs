@@ -97,6 +97,7 @@ fn variant(name: &str, kind: &str, bits: Option<f64>, bytes: Option<u64>) -> Var
         training: None,
         error: None,
         integrity_failures: Vec::new(),
+        calibration: None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! Field names are a contract. A metric that does not apply to a suite is absent from the
 //! JSON (`Option` + `skip_serializing_if`), never 0. Additions beyond DESIGN.md, all optional:
 //! `cells[].mc1`, `cells[].mc2`, `cells[].vs_reference.{metric, mcnemar_p_holm,
-//! refuse_to_degenerate}`, `variants[].{error, integrity_failures}`,
+//! refuse_to_degenerate}`, `variants[].{error, integrity_failures, calibration}`,
 //! `divergences[].{reference_refusal_logodds, searched, suffix}`.
 
 mod record;
@@ -125,6 +125,10 @@ pub struct VariantInfo {
     /// tensor, chat template or tokenizer at fault); absent when nothing failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub integrity_failures: Vec<String>,
+    /// What a calibrated variant was calibrated on (`suite fixture-harmful: 32 x 64 tokens,
+    /// seed 0`); absent for methods that read no calibration data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<String>,
 }
 
 /// `variants[].training`: a distilled student's shape, data and loss curve.

@@ -141,6 +141,7 @@ const EXTENSIONS: &[&str] = &[
     "cells[].vs_reference.refuse_to_degenerate",
     "variants[].error",
     "variants[].integrity_failures",
+    "variants[].calibration",
     "divergences[].reference_refusal_logodds",
     "divergences[].searched",
     "divergences[].suffix",
@@ -213,6 +214,7 @@ fn full_report() -> Report {
             training: None,
             error: Some("integrity: not evaluated".into()),
             integrity_failures: vec!["INTEGRITY FAILURE: tensor `x`".into()],
+            calibration: Some("suite advbench: 32 x 64 tokens, seed 0".into()),
         }],
         divergences: {
             let mut d = divergences(Expect::Refusal, &v, &r).unwrap();

@@ -30,6 +30,7 @@
 
 mod analysis;
 mod builder;
+mod calibration;
 mod judge;
 mod raw;
 mod search;
@@ -120,7 +121,8 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
             .collect(),
     };
 
-    let (reference, variants) = variants::parse_variants(&raw, &dir, file)?;
+    let calibration = calibration::section(raw.calibration.as_ref(), &dir).map_err(at)?;
+    let (reference, variants) = variants::parse_variants(&raw, &calibration, &dir, file)?;
     let judge = judge::parse_judge(&raw.judge, file)?;
 
     // Generation and stats.
@@ -188,6 +190,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
         stats: raw.stats,
         search,
         analysis,
+        calibration,
     })
 }
 

@@ -32,6 +32,25 @@ pub(super) struct RawSpec {
     pub(super) stats: StatsConfig,
     pub(super) search: Option<RawSearch>,
     pub(super) analysis: Option<RawAnalysis>,
+    #[serde(default)]
+    pub(super) calibration: Option<RawCalibration>,
+}
+
+/// `[calibration]` or a variant's `calibration` table: every field optional, so an override
+/// replaces exactly the fields it writes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCalibration {
+    #[serde(default)]
+    pub(super) suite: Option<String>,
+    #[serde(default)]
+    pub(super) file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) sequences: Option<usize>,
+    #[serde(default)]
+    pub(super) seq_len: Option<usize>,
+    #[serde(default)]
+    pub(super) seed: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +104,8 @@ pub(super) struct RawVariantTable {
     #[serde(default)]
     pub(super) sha256: BTreeMap<String, String>,
     pub(super) distill: Option<Box<RawDistill>>,
+    #[serde(default)]
+    pub(super) calibration: Option<RawCalibration>,
 }
 
 /// `[variants.distill]`: every field but `prompts` has a default.

@@ -251,6 +251,9 @@ pub struct Spec {
     pub search: Option<SearchSection>,
     /// `[analysis.*]`, the analyses the sweep runs.
     pub analysis: AnalysisSections,
+    /// `[calibration]` (defaults where absent): the calibration data of calibrated variants
+    /// without their own `calibration` table (each variant carries its resolved settings).
+    pub calibration: crate::calibration::CalibrationSpec,
 }
 
 impl Spec {

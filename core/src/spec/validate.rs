@@ -147,6 +147,20 @@ pub fn validate_text(text: &str, spec_path: &Path) -> Result<Validated, Validati
             }
         }
     }
+    for (field, c) in std::iter::once(("calibration".to_string(), Some(&spec.calibration))).chain(
+        spec.variants.iter().map(|v| {
+            (
+                format!("{}.calibration", v.field),
+                v.variant.calibration.as_ref(),
+            )
+        }),
+    ) {
+        if let Some(f) = c.and_then(|c| c.file.as_ref()) {
+            if !f.is_file() && !errors.iter().any(|e| e.value == f.display().to_string()) {
+                errors.push(missing(&format!("{field}.file"), f, "calibration file"));
+            }
+        }
+    }
     let mut suites = Vec::new();
     for s in &spec.suites {
         match s.load() {

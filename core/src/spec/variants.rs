@@ -9,6 +9,7 @@ use regex::Regex;
 use super::raw::{RawDistill, RawSpec, RawVariant, RawVariantTable};
 use super::types::VariantEntry;
 use super::{check_pins, resolve};
+use crate::calibration::CalibrationSpec;
 use crate::error::FieldError;
 use crate::suite;
 use crate::variant::{DistillSpec, Method, Variant};
@@ -16,6 +17,7 @@ use crate::variant::{DistillSpec, Method, Variant};
 /// The reference's name and the variants, the reference first.
 pub(super) fn parse_variants(
     raw: &RawSpec,
+    calibration: &CalibrationSpec,
     dir: &Path,
     file: &Path,
 ) -> Result<(String, Vec<VariantEntry>), FieldError> {
@@ -24,11 +26,23 @@ pub(super) fn parse_variants(
     for (i, rv) in raw.variants.iter().enumerate() {
         let field = format!("variants[{i}]");
         let entry = match rv {
-            RawVariant::Short(s) => VariantEntry {
-                variant: Variant::parse(s, &field).map_err(at)?,
-                sha256: BTreeMap::new(),
-                field,
-            },
+            RawVariant::Short(s) => {
+                let mut variant = Variant::parse(s, &field).map_err(at)?;
+                variant.calibration = super::calibration::for_variant(
+                    calibration,
+                    None,
+                    variant.method.needs_calibration(),
+                    s,
+                    &field,
+                    dir,
+                )
+                .map_err(at)?;
+                VariantEntry {
+                    variant,
+                    sha256: BTreeMap::new(),
+                    field,
+                }
+            }
             RawVariant::Table(t) => {
                 let is_distill = t
                     .method
@@ -169,6 +183,15 @@ pub(super) fn parse_variants(
                         },
                     },
                 };
+                let calibration = super::calibration::for_variant(
+                    calibration,
+                    t.calibration.as_ref(),
+                    method.needs_calibration(),
+                    &method.to_string(),
+                    &field,
+                    dir,
+                )
+                .map_err(at)?;
                 VariantEntry {
                     variant: Variant {
                         name,
@@ -176,6 +199,7 @@ pub(super) fn parse_variants(
                         select: t.select.clone(),
                         protect,
                         protect_layers,
+                        calibration,
                     },
                     sha256: t
                         .sha256

@@ -14,6 +14,7 @@
 pub mod capture;
 pub mod data;
 pub mod sequential;
+pub mod store;
 
 pub use capture::{InputGroup, InputStats, LayerStats, Wants};
 pub use sequential::{calibrate, CalibTokens, Chain, LayerCompressor, LayerContext, LayerMatrix};

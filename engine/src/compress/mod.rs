@@ -20,6 +20,9 @@
 //! | `wanda:0.5`, `wanda:2of4` (calibrated) | [`wanda`] | dense, with zeros |
 //! | `awq:w4g128` (calibrated) | [`awq`] | dense f32 on the grid; scaled norm weights |
 //! | `sparsegpt:2of4+gptq:w4g128` (calibrated) | [`Chain`] | dense f32 on the grid, with zeros |
+//! | `smoothquant:w8a8[:ALPHA]` (calibrated) | [`smoothquant`] | int8 codes and row scales; inputs int8 per token; smoothed norms |
+//! | `fp8` | [`packed`] | E4M3 codes and row scales; inputs E4M3 per token |
+//! | `nf4`, `fp4` (`:dq`) | [`packed`] | bitsandbytes 4-bit blocks |
 //!
 //! Calibrated methods run layer by layer over calibration data ([`crate::calib`]) behind
 //! [`LayerCompressor`]; [`calibrated_compressor_for`] builds them.
@@ -45,9 +48,11 @@ pub mod gptq;
 pub mod heads;
 pub mod linalg;
 pub mod noise;
+pub mod packed;
 pub mod protect;
 pub mod prune;
 pub mod rtn;
+pub mod smoothquant;
 pub mod sparsegpt;
 pub mod wanda;
 
@@ -200,6 +205,8 @@ pub fn compressor_for(method: &Method) -> Result<Box<dyn Compressor>> {
         Method::Heads { heads } => Box::new(HeadAblation::new(heads.clone())),
         Method::Ablate { target } => Box::new(Ablate::new(target.clone())),
         Method::Noise { sigma, seed } => Box::new(Noise::new(*sigma, *seed)),
+        Method::Fp8(f) if !f.static_act => Box::new(packed::Fp8Dynamic),
+        Method::Bnb4(spec) => Box::new(packed::Bnb4 { spec: *spec }),
         Method::Checkpoint { path } => {
             return Err(EngineError::Invalid(format!(
                 "checkpoint variant `{}` is loaded from its own files, not derived from the \
@@ -243,6 +250,7 @@ pub fn calibrated_compressor_for(method: &Method) -> Result<Box<dyn LayerCompres
             symmetric: a.sym,
             grid: a.grid,
         })),
+        Method::SmoothQuant(q) => Box::new(smoothquant::SmoothQuant { alpha: q.alpha }),
         Method::Wanda { sparsity: sp } => Box::new(Wanda {
             sparsity: sparsity(*sp),
         }),

@@ -41,8 +41,8 @@ pub struct Args {
     /// resume); a cross-check of the cluster path.
     #[arg(long, conflicts_with_all = ["resume", "workers"])]
     pub direct: bool,
-    /// Where distilled students are kept (default: $XDG_CACHE_HOME/compsafe or
-    /// ~/.cache/compsafe).
+    /// Where distilled students and calibrated variants are kept (default:
+    /// $XDG_CACHE_HOME/compsafe or ~/.cache/compsafe).
     #[arg(long, env = "COMPSAFE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 }
