@@ -16,10 +16,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod classifier;
 pub mod degenerate;
 pub mod keyword;
 pub mod presets;
 
+pub use classifier::{ClassifierKind, ClassifierVerdict};
 pub use degenerate::{repeated_ngram_fraction, DegeneracyCheck, DegenerateReason, ResponseJudge};
 pub use keyword::{xstest_label, KeywordJudge, LabelJudge, TargetJudge};
 pub use presets::{
