@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod agreement;
 pub mod classifier;
 pub mod degenerate;
 pub mod keyword;
