@@ -20,6 +20,7 @@ pub mod agreement;
 pub mod classifier;
 pub mod degenerate;
 pub mod keyword;
+pub mod labels;
 pub mod presets;
 
 pub use classifier::{ClassifierKind, ClassifierVerdict};

@@ -221,6 +221,7 @@ fn full_report() -> Report {
             d
         },
         cells,
+        judge_accuracy: Vec::new(),
     }
 }
 

@@ -49,8 +49,8 @@ pub use analysis::{
 };
 pub use builder::SpecBuilder;
 pub use types::{
-    Generation, JudgeConfig, ModelFormat, ModelSection, RefusalJudgeSpec, SearchSection, Spec,
-    StatsConfig, SuiteEntry, SweepSection, VariantEntry,
+    Generation, JudgeConfig, JudgeModel, ModelFormat, ModelSection, RefusalJudgeSpec,
+    SearchSection, Spec, StatsConfig, SuiteEntry, SweepSection, VariantEntry, KEYWORD_JUDGE,
 };
 pub use validate::{load_spec, sha256_file, validate, validate_text, Validated, ValidationErrors};
 
@@ -121,7 +121,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
     };
 
     let (reference, variants) = variants::parse_variants(&raw, &dir, file)?;
-    let judge = judge::parse_judge(&raw.judge, file)?;
+    let judge = judge::parse_judge(&raw.judge, &dir, file)?;
 
     // Generation and stats.
     if raw.generation.max_new_tokens == 0 {
