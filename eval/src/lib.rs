@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod distill;
 pub mod evaluator;
 pub mod info;
+pub mod judge;
 pub mod search;
 pub mod unit;
 
