@@ -482,5 +482,15 @@ mod tests {
             &u(UnitKind::Heads, 0, 2),
             &u(UnitKind::Heads, 0, 1)
         ));
+        // A suite's judge units wait for all its evaluate units; the labelled sample's
+        // judge units wait for nothing.
+        let judge = u(UnitKind::Judge, 1, JUDGE_STAGE);
+        assert!(depends_on(&judge, &reference));
+        assert!(depends_on(&judge, &variant));
+        assert!(!depends_on(&judge, &other_suite));
+        assert!(!depends_on(&reference, &judge));
+        let labels = u(UnitKind::Judge, LABELS_GROUP, 0);
+        assert!(!depends_on(&labels, &reference));
+        assert!(!depends_on(&labels, &judge));
     }
 }
