@@ -188,7 +188,7 @@ pub fn annotate(
                 .collect();
             if let Some(j) = names.iter().position(|n| n == primary) {
                 let observed: Vec<bool> = column(j).into_iter().flatten().collect();
-                let seed = cell_seed(spec.sweep.seed, &cell.variant, &cell.suite) ^ 0x6a75_6467_65;
+                let seed = cell_seed(spec.sweep.seed, &cell.variant, &cell.suite) ^ 0x006a_7564_6765;
                 cell.corrected =
                     corrected_rate(&observed, &lab, seed, spec.stats.bootstrap_resamples).map(
                         |corrected| CorrectedRate {
