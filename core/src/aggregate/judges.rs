@@ -405,6 +405,17 @@ kind = "harmbench-cls"
             ("cls", true, 1)
         );
 
+        let md = crate::render::markdown(&rep);
+        assert!(md.contains("## Judges"), "{md}");
+        assert!(
+            md.contains("| fp32 | advbench | cls corrected | 25.0% ["),
+            "{md}"
+        );
+        assert!(
+            md.contains("| fp32 | advbench | keywords vs cls | 4 | 1 | 0.500 |"),
+            "{md}"
+        );
+        assert!(md.contains("| cls (primary) | 4 | 1 | 100.0% ["), "{md}");
         let d = &rep.divergences[0].verdicts;
         assert_eq!(
             d["keywords"],
