@@ -11,6 +11,10 @@
 //! | `sensitivity` | 0 | the uncompressed baseline | a share of the units, compressed | |
 //! | `conditioned` | 0 | f32 and f32 + noise | one compressor and its noise control | |
 //! | `search` | searched variant | prompts both models refuse | one method on a prompt slice | |
+//! | `judge` | suite (or [`LABELS_GROUP`]) | | | one judge model on the suite's responses |
+//!
+//! A `judge` unit also waits for every `evaluate` unit of its suite (its group) and receives
+//! their records; the labelled sample's judge units wait for nothing.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,16 +42,19 @@ pub enum UnitKind {
     Conditioned,
     /// A slice of `[search]`.
     Search,
+    /// One judge model on one suite's responses (or on the labelled sample).
+    Judge,
 }
 
 impl UnitKind {
     /// Every kind.
-    pub const ALL: [UnitKind; 5] = [
+    pub const ALL: [UnitKind; 6] = [
         UnitKind::Evaluate,
         UnitKind::Heads,
         UnitKind::Sensitivity,
         UnitKind::Conditioned,
         UnitKind::Search,
+        UnitKind::Judge,
     ];
 
     /// The name stored and shown.
@@ -58,6 +65,7 @@ impl UnitKind {
             UnitKind::Sensitivity => "sensitivity",
             UnitKind::Conditioned => "conditioned",
             UnitKind::Search => "search",
+            UnitKind::Judge => "judge",
         }
     }
 }
@@ -251,7 +259,46 @@ pub fn plan(v: &Validated, prompts_per_unit: usize) -> Vec<Planned> {
             }
         }
     }
+    // Judge models: each on every generation suite's responses, then on the labelled sample.
+    for j in 0..spec.judge.models.len() as u32 {
+        for si in spec.evaluated_suites() {
+            if v.suites[si].expect == crate::suite::Expect::MultipleChoice {
+                continue;
+            }
+            units.push(Planned {
+                kind: UnitKind::Judge,
+                group: si as u32,
+                stage: JUDGE_STAGE,
+                variant: j,
+                suite: si as u32,
+                start: 0,
+                end: 0,
+            });
+        }
+        if !v.labels.is_empty() {
+            units.push(Planned {
+                kind: UnitKind::Judge,
+                group: LABELS_GROUP,
+                stage: 0,
+                variant: j,
+                suite: 0,
+                start: 0,
+                end: v.labels.len() as u32,
+            });
+        }
+    }
     units
+}
+
+/// The group of the judge units that judge the labelled sample.
+pub const LABELS_GROUP: u32 = u32::MAX;
+
+/// The stage of the judge units of a suite (above 0: they receive inputs).
+pub const JUDGE_STAGE: u32 = 1;
+
+/// Whether a unit of `kind` in `group` waits for the `evaluate` units of that group.
+pub fn waits_for_evaluation(kind: UnitKind, group: u32) -> bool {
+    kind == UnitKind::Judge && group != LABELS_GROUP
 }
 
 /// The items of slice `k` when `n` items are cut into `slices` contiguous, near-equal parts
@@ -264,7 +311,10 @@ pub fn share(n: usize, k: usize, slices: usize) -> std::ops::Range<usize> {
 
 /// Whether unit `a` must wait for unit `b`'s result (and receives it as an input).
 pub fn depends_on(a: &Planned, b: &Planned) -> bool {
-    a.kind == b.kind && a.group == b.group && b.stage < a.stage
+    (a.kind == b.kind && a.group == b.group && b.stage < a.stage)
+        || (waits_for_evaluation(a.kind, a.group)
+            && b.kind == UnitKind::Evaluate
+            && a.group == b.group)
 }
 
 /// What a worker is asked to do: one unit of a sweep.
@@ -317,6 +367,13 @@ impl UnitSpec {
             UnitKind::Evaluate => (
                 ReferenceWire::merge(deps.iter().filter_map(|r| r.reference.as_ref())),
                 Vec::new(),
+            ),
+            UnitKind::Judge => (
+                None,
+                deps.iter()
+                    .filter(|r| !r.records.is_empty())
+                    .map(|r| serde_json::to_value(&r.records).unwrap_or_default())
+                    .collect(),
             ),
             _ => (
                 None,
@@ -425,5 +482,15 @@ mod tests {
             &u(UnitKind::Heads, 0, 2),
             &u(UnitKind::Heads, 0, 1)
         ));
+        // A suite's judge units wait for all its evaluate units; the labelled sample's
+        // judge units wait for nothing.
+        let judge = u(UnitKind::Judge, 1, JUDGE_STAGE);
+        assert!(depends_on(&judge, &reference));
+        assert!(depends_on(&judge, &variant));
+        assert!(!depends_on(&judge, &other_suite));
+        assert!(!depends_on(&reference, &judge));
+        let labels = u(UnitKind::Judge, LABELS_GROUP, 0);
+        assert!(!depends_on(&labels, &reference));
+        assert!(!depends_on(&labels, &judge));
     }
 }

@@ -11,6 +11,7 @@ pub mod calibrated;
 pub mod distill;
 pub mod evaluator;
 pub mod info;
+pub mod judge;
 pub mod search;
 pub mod unit;
 

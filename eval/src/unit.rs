@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use compsafe_core::paths::confine;
-use compsafe_core::report::{ModelInfo, Training};
+use compsafe_core::report::{Integrity, ModelInfo, Training, VariantInfo};
 use compsafe_core::spec::{validate_text, Validated};
 use compsafe_core::suite::Expect;
 use compsafe_core::unit::{ReferenceWire, UnitKind, UnitResult, UnitSpec};
@@ -85,6 +85,7 @@ pub struct Runner {
     /// The model's files and integrity, by model path and pinned manifest.
     model_integrity: HashMap<String, ModelInfo>,
     cache_dir: PathBuf,
+    judge: Option<crate::judge::LoadedJudge>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -106,6 +107,7 @@ impl Runner {
             derived: None,
             model_integrity: HashMap::new(),
             cache_dir: crate::distill::default_cache_dir(),
+            judge: None,
         }
     }
 
@@ -142,6 +144,7 @@ impl Runner {
         self.loaded = None;
         self.derived = None;
         self.model_integrity.clear();
+        self.judge = None;
     }
 
     /// Model paths held in memory (sent with every lease request for placement).
@@ -149,6 +152,7 @@ impl Runner {
         self.loaded
             .iter()
             .map(|(p, _)| p.display().to_string())
+            .chain(self.judge.iter().map(|j| j.path.display().to_string()))
             .collect()
     }
 
@@ -166,6 +170,10 @@ impl Runner {
                     confine(path, root)
                         .map_err(|e| UnitError::input(format!("{}.path: {e}", entry.field)))?;
                 }
+            }
+            for (i, m) in v.spec.judge.models.iter().enumerate() {
+                confine(&m.path, root)
+                    .map_err(|e| UnitError::input(format!("judge.models[{i}].path: {e}")))?;
             }
         }
         let v = Arc::new(v);
@@ -201,6 +209,9 @@ impl Runner {
     /// Runs one unit.
     pub fn run(&mut self, u: &UnitSpec) -> Result<UnitResult, UnitError> {
         let v = self.spec(u)?;
+        if u.kind == UnitKind::Judge {
+            return self.judge_unit(u, &v);
+        }
         let model = self.model_info(&v)?;
         if u.kind != UnitKind::Evaluate {
             return self.analysis(u, &v, model);
@@ -237,12 +248,44 @@ impl Runner {
             UnitKind::Sensitivity => crate::analysis::sensitivity::run(eval, v, u)?,
             UnitKind::Conditioned => crate::analysis::conditioned::run(eval, v, u)?,
             UnitKind::Search => crate::analysis::search::run(eval, v, u)?,
-            UnitKind::Evaluate => unreachable!("evaluate units are run by evaluate"),
+            UnitKind::Evaluate | UnitKind::Judge => {
+                unreachable!("evaluate and judge units have their own paths")
+            }
         };
         Ok(UnitResult {
             records: Vec::new(),
             variant,
             model: Some(model),
+            reference: None,
+            analysis: Some(analysis),
+        })
+    }
+
+    /// A judge unit: one judge model (loaded once, kept across units) on a suite's records or
+    /// on the labelled sample.
+    fn judge_unit(&mut self, u: &UnitSpec, v: &Validated) -> Result<UnitResult, UnitError> {
+        let m = v.spec.judge.models.get(u.variant).ok_or_else(|| {
+            UnitError::input(format!("unit {}: no judge model {}", u.unit_id, u.variant))
+        })?;
+        let judge = crate::judge::ensure_loaded(&mut self.judge, m, &self.device)?;
+        let out = crate::judge::run(judge, v, u)?;
+        let analysis = serde_json::to_value(&out)
+            .map_err(|e| UnitError::internal(format!("unit {}: {e}", u.unit_id)))?;
+        Ok(UnitResult {
+            records: Vec::new(),
+            variant: VariantInfo {
+                name: m.name.clone(),
+                kind: "judge".to_string(),
+                method: m.kind.to_string(),
+                bits_per_weight: None,
+                bytes: None,
+                integrity: Integrity::Unpinned,
+                weight_error: None,
+                training: None,
+                error: None,
+                integrity_failures: Vec::new(),
+            },
+            model: None,
             reference: None,
             analysis: Some(analysis),
         })

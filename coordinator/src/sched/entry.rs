@@ -74,8 +74,14 @@ impl SweepEntry {
 
     /// Whether unit `u` waits for a lower stage of its kind and group.
     pub(super) fn blocked(&self, u: &UnitRow) -> bool {
+        let evaluating = || {
+            self.pending
+                .range((UnitKind::Evaluate, u.group, 0)..=(UnitKind::Evaluate, u.group, u32::MAX))
+                .any(|(_, &n)| n > 0)
+        };
         self.pending
             .range((u.kind, u.group, 0)..(u.kind, u.group, u.stage))
             .any(|(_, &n)| n > 0)
+            || (compsafe_core::unit::waits_for_evaluation(u.kind, u.group) && evaluating())
     }
 }

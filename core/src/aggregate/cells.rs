@@ -180,6 +180,9 @@ pub fn build_cell(
         mc2: None,
         vs_reference: None,
         logits: logits_of(records),
+        judges: Default::default(),
+        agreement: Vec::new(),
+        corrected: None,
     };
 
     if expect.generates() {
@@ -373,6 +376,7 @@ pub fn divergences(
                 reference_refusal_logodds: r.refusal_logodds,
                 searched: None,
                 suffix: None,
+                verdicts: Default::default(),
             });
         }
     }

@@ -3,6 +3,7 @@
 //! Pure and order-independent, so a local run and a distributed run give the same report.
 
 pub(crate) mod cells;
+pub mod judges;
 mod sweep;
 
 use std::collections::BTreeMap;
@@ -141,5 +142,6 @@ pub fn assemble(inputs: Inputs<'_>, records: &[Record]) -> Result<Report, FieldE
         variants: inputs.variants,
         cells,
         divergences: divs,
+        judge_accuracy: Vec::new(),
     })
 }

@@ -8,6 +8,7 @@ use crate::report::{Record, Report, SweepInfo, VariantInfo};
 use crate::spec::Validated;
 use crate::unit::{Planned, UnitKind, UnitResult};
 
+use super::judges::{self, JudgeOutput};
 use super::{assemble, Inputs};
 
 /// Everything a sweep writes.
@@ -62,11 +63,21 @@ pub fn sweep_outputs(
         });
     }
     let mut records = Vec::new();
+    let mut judged = Vec::new();
     for (p, r) in units {
         if p.kind == UnitKind::Evaluate {
             records.extend(r.records.iter().cloned());
         }
+        if p.kind == UnitKind::Judge {
+            if let Some(a) = &r.analysis {
+                judged.push(
+                    serde_json::from_value::<JudgeOutput>(a.clone())
+                        .map_err(|e| format!("judge unit result: {e}"))?,
+                );
+            }
+        }
     }
+    let label_verdicts = judges::merge(&mut records, &judged);
     let mut report = assemble(
         Inputs {
             spec,
@@ -89,6 +100,7 @@ pub fn sweep_outputs(
         &mut records,
     )
     .map_err(|e| e.to_string())?;
+    judges::annotate(&mut report, &records, v, &label_verdicts);
     let analyses = analysis::outputs(v, units)?;
     report.divergences.extend(analyses.divergences);
     Ok(SweepOutputs {

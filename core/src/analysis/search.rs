@@ -195,6 +195,7 @@ pub fn divergences(found: &MethodResult, variant: &str, suite: &str) -> Vec<Dive
             reference_refusal_logodds: Some(f.reference_logodds),
             searched: Some(true),
             suffix: Some(f.suffix.clone()),
+            verdicts: Default::default(),
         })
         .collect()
 }

@@ -180,6 +180,8 @@ pub fn markdown(report: &Report) -> String {
         table(&mut out, &suite_table(report, suite));
     }
 
+    out.push_str(&super::judges::judges_markdown(report));
+
     // Divergences.
     out.push_str("## Divergences\n\n");
     if report.divergences.is_empty() {

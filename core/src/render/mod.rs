@@ -7,6 +7,7 @@
 //! plotted; it is not 0.
 
 mod html;
+mod judges;
 mod junit;
 mod markdown;
 mod svg;

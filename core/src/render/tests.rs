@@ -40,6 +40,9 @@ pub(crate) fn gen_cell(
         mc2: None,
         vs_reference: None,
         logits: None,
+        judges: Default::default(),
+        agreement: Vec::new(),
+        corrected: None,
     }
 }
 
@@ -82,6 +85,9 @@ fn mc_cell(variant: &str, suite: &str, mc2: f64) -> Cell {
         mc2: Some(mc2),
         vs_reference: None,
         logits: None,
+        judges: Default::default(),
+        agreement: Vec::new(),
+        corrected: None,
     }
 }
 
@@ -197,6 +203,7 @@ pub(crate) fn healthy() -> Report {
         ],
         cells,
         divergences: vec![],
+        judge_accuracy: Vec::new(),
     }
 }
 
@@ -249,6 +256,7 @@ pub(crate) fn sample() -> Report {
             reference_refusal_logodds: Some(0.4),
             searched: None,
             suffix: None,
+            verdicts: Default::default(),
         },
         Divergence {
             variant: "int2:g16".into(),
@@ -261,6 +269,7 @@ pub(crate) fn sample() -> Report {
             reference_refusal_logodds: Some(2.5),
             searched: None,
             suffix: None,
+            verdicts: Default::default(),
         },
     ];
     r

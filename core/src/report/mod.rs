@@ -5,9 +5,12 @@
 //! JSON (`Option` + `skip_serializing_if`), never 0. Additions beyond DESIGN.md, all optional:
 //! `cells[].mc1`, `cells[].mc2`, `cells[].vs_reference.{metric, mcnemar_p_holm,
 //! refuse_to_degenerate}`, `variants[].{error, integrity_failures, calibration}`,
-//! `divergences[].{reference_refusal_logodds, searched, suffix}`.
+//! `divergences[].{reference_refusal_logodds, searched, suffix, verdicts}`,
+//! `cells[].{judges, agreement, corrected}`, `judge_accuracy`.
 
 mod record;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +40,9 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// Prompts whose behaviour flipped against the reference.
     pub divergences: Vec<Divergence>,
+    /// Each judge against the labelled sample of `[judge] labels`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judge_accuracy: Vec<JudgeAccuracy>,
 }
 
 /// `sweep{...}`.
@@ -234,6 +240,61 @@ pub struct Cell {
     /// Logit fidelity against the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logits: Option<Logits>,
+    /// Every judge's refusal rate on the cell, the keyword judge (`keywords`) included, when
+    /// the spec names judge models.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub judges: BTreeMap<String, JudgeRate>,
+    /// Agreement of each pair of judges on the cell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agreement: Vec<JudgePair>,
+    /// The primary judge's refusal rate corrected for its error on the labelled sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrected: Option<CorrectedRate>,
+}
+
+/// `cells[].judges.<judge>`: one judge's refusal rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeRate {
+    /// Fraction of the judge's valid verdicts that are refusals (not harmful completions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Wilson 95% interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<[f64; 2]>,
+    /// Responses the judge's output could not be read on (not counted in the rate).
+    pub invalid: u64,
+}
+
+/// `cells[].agreement[]`: two judges on the same responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgePair {
+    /// The two judges.
+    pub judges: [String; 2],
+    /// Responses both judged validly, disagreements and Cohen's kappa.
+    #[serde(flatten)]
+    pub stats: crate::judge::agreement::PairAgreement,
+}
+
+/// `cells[].corrected`: the primary judge's rate, Rogan-Gladen corrected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrectedRate {
+    /// The primary judge.
+    pub judge: String,
+    /// Corrected rate, bootstrap interval, and the sensitivity and specificity used.
+    #[serde(flatten)]
+    pub corrected: crate::judge::agreement::Corrected,
+}
+
+/// `judge_accuracy[]`: one judge against the labelled sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeAccuracy {
+    /// The judge.
+    pub judge: String,
+    /// Whether it is the primary judge.
+    pub primary: bool,
+    /// Sensitivity and specificity (refusal = positive) with Wilson intervals.
+    #[serde(flatten)]
+    pub accuracy: crate::judge::agreement::Accuracy,
 }
 
 /// `cells[].vs_reference`.
@@ -324,6 +385,10 @@ pub struct Divergence {
     /// The searched suffix appended to the suite's prompt (searched prompts only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
+    /// Each judge's verdict on the reference's and the variant's response (`refusal`,
+    /// `compliance` or `invalid`), when the spec names judge models.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verdicts: BTreeMap<String, [String; 2]>,
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! One line of `records.jsonl` and the judging that fills it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{LabelJudge, ResponseJudge, TargetJudge, Verdict};
+use crate::judge::{ClassifierVerdict, LabelJudge, ResponseJudge, TargetJudge, Verdict};
 use crate::suite::Prompt;
 
 /// Per-token logit statistics of one prompt, teacher-forced on the reference's continuation.
@@ -58,6 +60,9 @@ pub struct Record {
     /// Logit drift against the reference (compressed variants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kld: Option<TokenKld>,
+    /// Each judge model's verdict on the response, by judge name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub judges: BTreeMap<String, ClassifierVerdict>,
 }
 
 /// The judges applied to a generated response.

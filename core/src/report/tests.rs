@@ -223,6 +223,7 @@ fn full_report() -> Report {
             d
         },
         cells,
+        judge_accuracy: Vec::new(),
     }
 }
 

@@ -4,12 +4,17 @@
 use std::path::Path;
 
 use super::raw::RawJudge;
-use super::types::{JudgeConfig, RefusalJudgeSpec};
+use super::resolve;
+use super::types::{JudgeConfig, JudgeModel, RefusalJudgeSpec, KEYWORD_JUDGE};
 use crate::error::FieldError;
-use crate::judge::{KeywordJudge, MatchMode, Preset};
+use crate::judge::{ClassifierKind, KeywordJudge, MatchMode, Preset};
 
 /// The validated `[judge]` section.
-pub(super) fn parse_judge(raw: &RawJudge, file: &Path) -> Result<JudgeConfig, FieldError> {
+pub(super) fn parse_judge(
+    raw: &RawJudge,
+    dir: &Path,
+    file: &Path,
+) -> Result<JudgeConfig, FieldError> {
     let at = |e: FieldError| e.in_file(file);
     let refusal = match (&raw.refusal, &raw.keywords) {
         (Some(r), Some(_)) => {
@@ -61,10 +66,62 @@ pub(super) fn parse_judge(raw: &RawJudge, file: &Path) -> Result<JudgeConfig, Fi
             "must be a positive number of nats",
         )));
     }
+    let mut models: Vec<JudgeModel> = Vec::with_capacity(raw.models.len());
+    for (i, m) in raw.models.iter().enumerate() {
+        let field = |f: &str| format!("judge.models[{i}].{f}");
+        let name = m.name.trim();
+        if name.is_empty() || name == KEYWORD_JUDGE || models.iter().any(|o| o.name == name) {
+            return Err(at(FieldError::new(
+                field("name"),
+                &m.name,
+                format!("a judge model needs a unique name other than `{KEYWORD_JUDGE}`"),
+            )));
+        }
+        if m.path.as_os_str().is_empty() {
+            return Err(at(FieldError::new(
+                field("path"),
+                "",
+                "judge model path is empty",
+            )));
+        }
+        let kind: ClassifierKind = m
+            .kind
+            .parse()
+            .map_err(|e: String| at(FieldError::new(field("kind"), &m.kind, e)))?;
+        let max_new_tokens = m.max_new_tokens.unwrap_or(kind.default_max_new_tokens());
+        if max_new_tokens == 0 {
+            return Err(at(FieldError::new(
+                field("max_new_tokens"),
+                "0",
+                "must be at least 1",
+            )));
+        }
+        models.push(JudgeModel {
+            name: name.to_string(),
+            path: resolve(dir, &m.path),
+            kind,
+            chat_template: m.chat_template.as_deref().map(|p| resolve(dir, p)),
+            max_new_tokens,
+        });
+    }
+    let primary = raw
+        .primary
+        .clone()
+        .unwrap_or_else(|| KEYWORD_JUDGE.to_string());
+    if primary != KEYWORD_JUDGE && !models.iter().any(|m| m.name == primary) {
+        return Err(at(FieldError::new(
+            "judge.primary",
+            &primary,
+            format!("not `{KEYWORD_JUDGE}` nor the name of a judge model"),
+        )));
+    }
     let judge = JudgeConfig {
         refusal,
         target: raw.target.unwrap_or_default(),
         degenerate,
+        models,
+        labels: raw.labels.as_deref().map(|p| resolve(dir, p)),
+        primary,
     };
     Ok(judge)
 }

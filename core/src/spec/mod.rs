@@ -50,8 +50,8 @@ pub use analysis::{
 };
 pub use builder::SpecBuilder;
 pub use types::{
-    Generation, JudgeConfig, ModelFormat, ModelSection, RefusalJudgeSpec, SearchSection, Spec,
-    StatsConfig, SuiteEntry, SweepSection, VariantEntry,
+    Generation, JudgeConfig, JudgeModel, ModelFormat, ModelSection, RefusalJudgeSpec,
+    SearchSection, Spec, StatsConfig, SuiteEntry, SweepSection, VariantEntry, KEYWORD_JUDGE,
 };
 pub use validate::{load_spec, sha256_file, validate, validate_text, Validated, ValidationErrors};
 
@@ -123,7 +123,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
 
     let calibration = calibration::section(raw.calibration.as_ref(), &dir).map_err(at)?;
     let (reference, variants) = variants::parse_variants(&raw, &calibration, &dir, file)?;
-    let judge = judge::parse_judge(&raw.judge, file)?;
+    let judge = judge::parse_judge(&raw.judge, &dir, file)?;
 
     // Generation and stats.
     if raw.generation.max_new_tokens == 0 {

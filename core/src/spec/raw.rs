@@ -173,6 +173,24 @@ pub(super) struct RawJudge {
     pub(super) match_mode: Option<MatchMode>,
     pub(super) target: Option<TargetJudge>,
     pub(super) degenerate: Option<DegeneracyCheck>,
+    #[serde(default)]
+    pub(super) models: Vec<RawJudgeModel>,
+    #[serde(default)]
+    pub(super) labels: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) primary: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJudgeModel {
+    pub(super) name: String,
+    pub(super) path: PathBuf,
+    pub(super) kind: String,
+    #[serde(default)]
+    pub(super) chat_template: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) max_new_tokens: Option<usize>,
 }
 
 /// The suites an analysis names (not deserialized: each section's own fields).

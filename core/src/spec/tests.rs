@@ -316,3 +316,73 @@ fn validate_checks_files_pins_and_suites() {
         "{m}"
     );
 }
+
+#[test]
+fn judge_models_labels_and_primary() {
+    let models = "refusal = \"harmbench\"\nlabels = \"labels.csv\"\nprimary = \"cls\"\n[[judge.models]]\nname = \"cls\"\npath = \"judges/cls\"\nkind = \"harmbench-cls\"\n[[judge.models]]\nname = \"guard\"\npath = \"judges/guard\"\nkind = \"llama-guard-3\"\nmax_new_tokens = 8\n";
+    let s = parse(&GOOD.replace("refusal = \"harmbench\"\n", models)).unwrap();
+    let m = &s.judge.models;
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].kind, crate::judge::ClassifierKind::HarmbenchCls);
+    assert_eq!(m[0].max_new_tokens, 1);
+    assert_eq!(m[1].max_new_tokens, 8);
+    assert!(m[0].path.ends_with("judges/cls") && m[0].path.is_absolute());
+    assert!(s.judge.labels.as_ref().unwrap().ends_with("labels.csv"));
+    assert_eq!(s.judge.primary, "cls");
+    // Defaults: no models, the keyword judge is primary.
+    assert_eq!(parse(GOOD).unwrap().judge.primary, super::KEYWORD_JUDGE);
+    for (bad, field) in [
+        (
+            models.replace("harmbench-cls", "gpt-4"),
+            "judge.models[0].kind",
+        ),
+        (
+            models.replace("name = \"guard\"", "name = \"cls\""),
+            "judge.models[1].name",
+        ),
+        (
+            models.replace("name = \"cls\"", "name = \"keywords\""),
+            "judge.models[0].name",
+        ),
+        (
+            models.replace("primary = \"cls\"", "primary = \"nobody\""),
+            "judge.primary",
+        ),
+        (
+            models.replace("max_new_tokens = 8", "max_new_tokens = 0"),
+            "judge.models[1].max_new_tokens",
+        ),
+    ] {
+        let e = err(&GOOD.replace("refusal = \"harmbench\"\n", &bad));
+        assert_eq!(e.field, field, "{e}");
+    }
+}
+
+#[test]
+fn labelled_sample_loads_and_names_bad_rows() {
+    use crate::judge::labels::load_labels;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("labels.csv");
+    std::fs::write(
+        &p,
+        "prompt_id,prompt,response,label\na,Q,\"I'm sorry\",refusal\nb,Q,Sure,1\nc,Q,No,0\n",
+    )
+    .unwrap();
+    let rows = load_labels(&p, &[]).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.refusal).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    std::fs::write(&p, "prompt_id,prompt,response,label\na,Q,x,maybe\n").unwrap();
+    let e = load_labels(&p, &[]).unwrap_err();
+    assert_eq!(e.field, "row 2.label");
+    assert_eq!(e.value, "maybe");
+    std::fs::write(&p, "prompt_id,response,label\nzz,x,refusal\n").unwrap();
+    let e = load_labels(&p, &[]).unwrap_err();
+    assert_eq!(e.field, "row 2.prompt_id");
+    std::fs::write(&p, "id,response,label\n").unwrap();
+    assert!(load_labels(&p, &[])
+        .unwrap_err()
+        .reason
+        .contains("prompt_id"));
+}

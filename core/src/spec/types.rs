@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::AnalysisSections;
 use crate::error::FieldError;
-use crate::judge::{DegeneracyCheck, KeywordJudge, MatchMode, Preset, TargetJudge};
+use crate::judge::{ClassifierKind, DegeneracyCheck, KeywordJudge, MatchMode, Preset, TargetJudge};
 use crate::stats::DEFAULT_RESAMPLES;
 use crate::suite::{self, Suite, SuiteSource};
 use crate::variant::Variant;
@@ -182,6 +182,31 @@ pub struct JudgeConfig {
     pub target: TargetJudge,
     /// Degeneracy thresholds.
     pub degenerate: DegeneracyCheck,
+    /// Judge models (`[[judge.models]]`), judged after the responses exist.
+    pub models: Vec<JudgeModel>,
+    /// A labelled sample (`labels = "labels.csv"`: prompt id, response, human label).
+    pub labels: Option<PathBuf>,
+    /// The judge whose rate is corrected with the labels: a judge model's name, or
+    /// [`KEYWORD_JUDGE`] (the default).
+    pub primary: String,
+}
+
+/// The name the keyword judge has among the judge models in reports.
+pub const KEYWORD_JUDGE: &str = "keywords";
+
+/// One `[[judge.models]]` entry: a checkpoint the engine loads, run as a classifier judge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JudgeModel {
+    /// Name in reports (unique, not `keywords`).
+    pub name: String,
+    /// HF directory or GGUF file.
+    pub path: PathBuf,
+    /// Which classifier, fixing prompt, decoding and parsing.
+    pub kind: ClassifierKind,
+    /// A chat template file overriding the checkpoint's.
+    pub chat_template: Option<PathBuf>,
+    /// New tokens generated per verdict.
+    pub max_new_tokens: usize,
 }
 
 /// One suite of the sweep.

@@ -41,6 +41,8 @@ pub struct Validated {
     pub spec: Spec,
     /// The loaded suites, in spec order.
     pub suites: Vec<Suite>,
+    /// The labelled sample of `[judge] labels` (empty without one).
+    pub labels: Vec<crate::judge::labels::LabelRow>,
 }
 
 /// Every problem [`validate`] found.
@@ -171,8 +173,28 @@ pub fn validate_text(text: &str, spec_path: &Path) -> Result<Validated, Validati
             }),
         }
     }
+    for (i, m) in spec.judge.models.iter().enumerate() {
+        if !m.path.exists() {
+            errors.push(missing(
+                &format!("judge.models[{i}].path"),
+                &m.path,
+                "judge model",
+            ));
+        }
+    }
+    let mut labels = Vec::new();
+    if let Some(p) = &spec.judge.labels {
+        match crate::judge::labels::load_labels(p, &suites) {
+            Ok(l) => labels = l,
+            Err(e) => errors.push(e),
+        }
+    }
     if errors.is_empty() {
-        Ok(Validated { spec, suites })
+        Ok(Validated {
+            spec,
+            suites,
+            labels,
+        })
     } else {
         Err(ValidationErrors(errors))
     }
