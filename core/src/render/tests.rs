@@ -196,6 +196,7 @@ pub(crate) fn healthy() -> Report {
         ],
         cells,
         divergences: vec![],
+        chat: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! JSON (`Option` + `skip_serializing_if`), never 0. Additions beyond DESIGN.md, all optional:
 //! `cells[].mc1`, `cells[].mc2`, `cells[].vs_reference.{metric, mcnemar_p_holm,
 //! refuse_to_degenerate}`, `variants[].{error, integrity_failures}`,
-//! `divergences[].{reference_refusal_logodds, searched, suffix}`.
+//! `divergences[].{reference_refusal_logodds, searched, suffix}`, `chat.date`.
 
 mod record;
 
@@ -37,6 +37,17 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// Prompts whose behaviour flipped against the reference.
     pub divergences: Vec<Divergence>,
+    /// How chat templates rendered (additive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatInfo>,
+}
+
+/// `chat{...}`: what chat templates rendered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatInfo {
+    /// The date `strftime_now` returned (`YYYY-MM-DD`): the spec's `[chat] date`, else the
+    /// sweep's start date.
+    pub date: String,
 }
 
 /// `sweep{...}`.

@@ -144,6 +144,8 @@ const EXTENSIONS: &[&str] = &[
     "divergences[].reference_refusal_logodds",
     "divergences[].searched",
     "divergences[].suffix",
+    "chat",
+    "chat.date",
 ];
 
 fn full_report() -> Report {
@@ -221,6 +223,9 @@ fn full_report() -> Report {
             d
         },
         cells,
+        chat: Some(ChatInfo {
+            date: "2025-01-01".into(),
+        }),
     }
 }
 

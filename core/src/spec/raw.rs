@@ -32,6 +32,8 @@ pub(super) struct RawSpec {
     pub(super) stats: StatsConfig,
     pub(super) search: Option<RawSearch>,
     pub(super) analysis: Option<RawAnalysis>,
+    #[serde(default)]
+    pub(super) chat: super::chat::RawChat,
 }
 
 #[derive(Debug, Deserialize)]

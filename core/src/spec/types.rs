@@ -251,6 +251,8 @@ pub struct Spec {
     pub search: Option<SearchSection>,
     /// `[analysis.*]`, the analyses the sweep runs.
     pub analysis: AnalysisSections,
+    /// `[chat]`.
+    pub chat: super::chat::ChatSection,
 }
 
 impl Spec {
