@@ -4,6 +4,8 @@
 //! with minijinja.
 
 mod gguf;
+mod gguf_pre;
+mod gguf_special;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
