@@ -47,6 +47,8 @@ pub(crate) struct GgufVocab {
     tokenizer: Tokenizer,
     /// Longest text first, as llama.cpp splits them.
     specials: Vec<Special>,
+    /// Position in `specials` by id.
+    special_at: HashMap<u32, usize>,
     /// Ids of the vocabulary's tokens; ids from `n_tokens` on stand for characters that are no
     /// token but take part in merges (llama.cpp merges characters, not tokens).
     n_tokens: u32,
@@ -164,10 +166,16 @@ impl GgufVocab {
             .map(|i| meta.token_types.get(i).copied().unwrap_or(1))
             .collect();
         let (specials, control_ids, eog) = specials(meta, &texts, &types, eos);
+        let special_at = specials
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id, i))
+            .collect();
         Ok(GgufVocab {
             kind,
             tokenizer,
             specials,
+            special_at,
             n_tokens,
             char_bytes,
             control_ids,
@@ -261,7 +269,7 @@ impl GgufVocab {
             if id >= self.n_tokens {
                 continue;
             }
-            if let Some(s) = self.specials.iter().find(|s| s.id == id) {
+            if let Some(s) = self.special_at.get(&id).map(|&i| &self.specials[i]) {
                 flush(&mut run, &mut out)?;
                 if !(skip_special && s.control) {
                     out.push_str(&s.text);
@@ -286,10 +294,10 @@ impl GgufVocab {
     /// The text split at special tokens, longest token first (llama.cpp's
     /// `tokenizer_st_partition` with `parse_special`).
     fn partition<'a>(&self, text: &'a str) -> Vec<Piece<'a>> {
-        let mut pieces = vec![Piece::Text(text)];
         if text.is_empty() {
             return Vec::new();
         }
+        let mut pieces = vec![Piece::Text(text)];
         for s in &self.specials {
             let mut next = Vec::with_capacity(pieces.len());
             for p in pieces {

@@ -171,7 +171,7 @@ pub(super) fn specials(
     // o200k_harmony and solar-open: `<|end|>` is no end of generation there.
     let has = |eog: &BTreeSet<u32>, t: &str| by_text.get(t).is_some_and(|id| eog.contains(id));
     let call = has(&eog, "<|call|>") || has(&eog, "<|calls|>");
-    let end_not_eog = (has(&eog, "<|return|>") && call) || (call && has(&eog, "<|flush|>"));
+    let end_not_eog = call && (has(&eog, "<|return|>") || has(&eog, "<|flush|>"));
     if let Some(&end) = by_text.get("<|end|>") {
         if eog.contains(&end) && end_not_eog {
             eog.remove(&end);
@@ -207,4 +207,53 @@ pub(super) fn specials(
         .map(|s| s.id)
         .collect();
     (specials, control_ids, eog.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(tokens: &[&str], name: &str) -> GgufTokenizerMeta {
+        GgufTokenizerMeta {
+            model: "llama".into(),
+            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            name: Some(name.into()),
+            ..GgufTokenizerMeta::default()
+        }
+    }
+
+    #[test]
+    fn llama_cpp_corrections_by_text_and_model_name() {
+        let tokens = [
+            "<unk>",
+            "<s>",
+            "</s>",
+            "<|end|>",
+            "<|user|>",
+            "[PAD]",
+            "<|fim_prefix|>",
+            "hi",
+        ];
+        let texts: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+        // <|end|> and the FIM tokens are stored as normal tokens; llama.cpp makes them control.
+        let types = [2, 3, 3, 1, 4, 1, 1, 1];
+        let (found, control, eog) =
+            specials(&meta(&tokens, "Phi-3 Mini"), &texts, &types, Some(2));
+        let by_id = |id: u32| found.iter().find(|s| s.id == id).unwrap();
+        assert_eq!(eog, vec![2, 3, 5]);
+        assert_eq!(
+            control.into_iter().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 5, 6]
+        );
+        assert!(!by_id(4).control);
+        assert!(found.iter().all(|s| s.id != 7));
+        // Phi-3: whitespace after special tokens is dropped, except after <unk> and <s>.
+        for (id, rstrip) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
+            assert_eq!(by_id(id).rstrip, rstrip, "{}", tokens[id as usize]);
+        }
+        let (found, _, _) = specials(&meta(&tokens, "Llama"), &texts, &types, Some(2));
+        assert!(found.iter().all(|s| !s.rstrip));
+        // Longest first.
+        assert_eq!(found[0].text, "<|fim_prefix|>");
+    }
 }

@@ -39,7 +39,7 @@ enum Backend {
     /// A `tokenizer.json`.
     Hf(Tokenizer),
     /// A GGUF vocabulary, tokenized as llama.cpp does.
-    Gguf(Box<GgufVocab>),
+    Gguf(GgufVocab),
 }
 
 /// The named special tokens transformers hands a chat template (its `special_tokens_map`).
@@ -181,7 +181,7 @@ impl TextCodec {
         }
         let eos_ids = vocab.eog.clone();
         let codec = TextCodec {
-            backend: Backend::Gguf(Box::new(vocab)),
+            backend: Backend::Gguf(vocab),
             template: meta
                 .chat_template
                 .clone()
