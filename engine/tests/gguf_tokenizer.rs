@@ -130,3 +130,45 @@ fn unsupported_vocabularies_are_refused_by_name() {
         "{e}"
     );
 }
+
+/// llama.cpp's own test vocabularies (Llama 2 and Phi-3 SentencePiece; Llama 3, Qwen2, GPT-2,
+/// StarCoder, DeepSeek, Falcon, MPT, Command-R byte-level BPE) on llama.cpp's test strings:
+/// the files are not kept here, so this runs with `LLAMA_CPP_MODELS` set to llama.cpp's
+/// `models/` folder (`cargo test --release --test gguf_tokenizer -- --ignored`).
+#[test]
+#[ignore = "needs llama.cpp's models/ folder in LLAMA_CPP_MODELS"]
+fn llama_cpp_test_vocabularies() {
+    let Some(models) = std::env::var_os("LLAMA_CPP_MODELS") else {
+        panic!("set LLAMA_CPP_MODELS to llama.cpp's models/ folder");
+    };
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir().join("llama-cpp-vocabs.json")).unwrap(),
+    )
+    .unwrap();
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (name, file) in exp["files"].as_object().unwrap() {
+        let path = Path::new(&models).join(name);
+        let meta = read_tokenizer_meta(&path).unwrap();
+        let codec = TextCodec::from_gguf(&path, &meta).unwrap();
+        let cases = file["cases"].as_array().unwrap();
+        let mut same = 0;
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            for (key, add) in [("add_special", true), ("no_special", false)] {
+                let want = ids(&case[key]);
+                let got = codec.encode(text, add).unwrap();
+                if got == want {
+                    same += 1;
+                } else {
+                    failures.push(format!(
+                        "{name} {text:?} ({key}): got {got:?}, llama.cpp {want:?}"
+                    ));
+                }
+            }
+        }
+        report.push(format!("{name}: {same}/{}", 2 * cases.len()));
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
