@@ -237,8 +237,7 @@ mod tests {
         let texts: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
         // <|end|> and the FIM tokens are stored as normal tokens; llama.cpp makes them control.
         let types = [2, 3, 3, 1, 4, 1, 1, 1];
-        let (found, control, eog) =
-            specials(&meta(&tokens, "Phi-3 Mini"), &texts, &types, Some(2));
+        let (found, control, eog) = specials(&meta(&tokens, "Phi-3 Mini"), &texts, &types, Some(2));
         let by_id = |id: u32| found.iter().find(|s| s.id == id).unwrap();
         assert_eq!(eog, vec![2, 3, 5]);
         assert_eq!(
