@@ -350,6 +350,10 @@ pub struct UnitSpec {
     /// The analysis results of the units this one depends on, in plan order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<serde_json::Value>,
+    /// When the sweep started (RFC 3339): the day chat templates render unless the spec's
+    /// `[chat] date` pins one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
 }
 
 impl UnitSpec {
@@ -398,7 +402,14 @@ impl UnitSpec {
             end: p.end as usize,
             reference,
             inputs,
+            started_at: None,
         }
+    }
+
+    /// The unit with the sweep's start time.
+    pub fn started(mut self, started_at: &str) -> UnitSpec {
+        self.started_at = Some(started_at.to_string());
+        self
     }
 }
 

@@ -51,6 +51,10 @@ pub struct GgufTokenizerMeta {
     pub add_eos: Option<bool>,
     /// `tokenizer.ggml.add_space_prefix`, when the file says.
     pub add_space_prefix: Option<bool>,
+    /// `general.name` (llama.cpp sets token attributes by it, e.g. for Phi-3).
+    pub name: Option<String>,
+    /// Every `tokenizer.ggml.<what>_token_id` the file has, by `<what>` (`eom`, `fim_pre`, ...).
+    pub special_ids: BTreeMap<String, u32>,
 }
 
 /// The tokenizer metadata of a GGUF header.
@@ -104,6 +108,18 @@ pub fn tokenizer_meta(f: &GgufFile) -> GgufTokenizerMeta {
         add_bos: flag("tokenizer.ggml.add_bos_token"),
         add_eos: flag("tokenizer.ggml.add_eos_token"),
         add_space_prefix: flag("tokenizer.ggml.add_space_prefix"),
+        name: text("general.name"),
+        special_ids: f
+            .kv
+            .iter()
+            .filter_map(|(k, v)| {
+                let what = k
+                    .strip_prefix("tokenizer.ggml.")?
+                    .strip_suffix("_token_id")?;
+                let id = v.as_i64().and_then(|v| u32::try_from(v).ok())?;
+                Some((what.to_string(), id))
+            })
+            .collect(),
     }
 }
 
@@ -227,4 +243,15 @@ pub fn read_gguf(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoin
         rope_interleaved: arch.rope_interleaved(),
         gguf_metadata: Some(tok),
     })
+}
+
+/// The tokenizer metadata of the GGUF file at `path`, without loading its tensors.
+pub fn read_tokenizer_meta(path: &Path) -> Result<GgufTokenizerMeta> {
+    let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let f = GgufFile::read(&bytes)
+        .map_err(|e| EngineError::bad_file(path, format!("invalid GGUF: {e}")))?;
+    Ok(tokenizer_meta(&f))
 }

@@ -14,7 +14,7 @@ use compsafe_core::suite::Expect;
 use compsafe_core::unit::{ReferenceWire, UnitKind, UnitResult, UnitSpec};
 use compsafe_core::Method;
 use compsafe_engine::variant::DerivedVariant;
-use compsafe_engine::{EngineError, Fault};
+use compsafe_engine::{ChatDate, EngineError, Fault};
 
 use crate::evaluator::{judges_for, Evaluator, ReferenceOutputs};
 use crate::info::{failed_variant_info, model_info, variant_info, variant_integrity};
@@ -193,8 +193,9 @@ impl Runner {
         Ok(m)
     }
 
-    /// The loaded reference, loading it when this runner holds another model.
-    fn evaluator(&mut self, v: &Validated) -> Result<&Evaluator, UnitError> {
+    /// The loaded reference, loading it when this runner holds another model, with its chat
+    /// templates rendering the unit's date (the spec's `[chat] date`, else the sweep's start).
+    fn evaluator(&mut self, v: &Validated, u: &UnitSpec) -> Result<&Evaluator, UnitError> {
         let key = &v.spec.model.path;
         if self.loaded.as_ref().map(|(p, _)| p) != Some(key) {
             self.loaded = None;
@@ -202,6 +203,20 @@ impl Runner {
             tracing::info!(model = %key.display(), "loading model");
             let e = Evaluator::load(key, v.spec.model.chat_template.as_deref(), &self.device)?;
             self.loaded = Some((key.clone(), e));
+        }
+        let e = &mut self.loaded.as_mut().expect("loaded above").1;
+        let day = v
+            .spec
+            .chat
+            .date_for(u.started_at.as_deref().unwrap_or_default());
+        if let Some(day) = day {
+            let date = ChatDate::parse(&day)
+                .ok_or_else(|| UnitError::input(format!("chat.date: {day:?} is not a date")))?;
+            if e.codec.chat_options().date != date {
+                let mut opts = e.codec.chat_options().clone();
+                opts.date = date;
+                e.codec.set_chat_options(opts);
+            }
         }
         Ok(&self.loaded.as_ref().expect("loaded above").1)
     }
@@ -240,7 +255,7 @@ impl Runner {
                 analysis: None,
             });
         }
-        let eval = self.evaluator(v)?;
+        let eval = self.evaluator(v, u)?;
         let reference = eval.derive(&entry.variant)?;
         let variant = variant_info(entry, &reference, check.integrity, None);
         let analysis = match u.kind {
@@ -284,6 +299,7 @@ impl Runner {
                 training: None,
                 error: None,
                 integrity_failures: Vec::new(),
+                calibration: None,
             },
             model: None,
             reference: None,
@@ -327,7 +343,7 @@ impl Runner {
                 analysis: None,
             });
         }
-        self.evaluator(v)?;
+        self.evaluator(v, u)?;
         let (_, eval) = self.loaded.as_ref().expect("loaded above");
         let dkey = (u.sweep_id.clone(), u.variant);
         if self.derived.as_ref().map(|(k, _, _)| k) != Some(&dkey) {

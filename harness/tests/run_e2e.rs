@@ -221,7 +221,11 @@ fn validate_reports_every_problem_and_exits_2() {
 
 #[test]
 fn bundled_example_specs_validate() {
-    let specs = ["examples/quickstart.toml", "examples/backdoor.toml"];
+    let specs = [
+        "examples/quickstart.toml",
+        "examples/backdoor.toml",
+        "examples/gguf.toml",
+    ];
     for spec in specs {
         let o = Command::new(compsafe_tests::bin_path())
             .args(["validate", root().join(spec).to_str().unwrap()])

@@ -319,7 +319,8 @@ impl<S: Store> Scheduler<S> {
                 (&s.row.spec_text, &s.row.spec_path),
                 &u.planned(),
                 &deps.iter().collect::<Vec<_>>(),
-            ),
+            )
+            .started(&s.row.started_at),
         }))
     }
 

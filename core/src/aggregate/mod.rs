@@ -9,7 +9,7 @@ mod sweep;
 use std::collections::BTreeMap;
 
 use crate::error::FieldError;
-use crate::report::{ModelInfo, Record, Report, SweepInfo, VariantInfo, SCHEMA};
+use crate::report::{ChatInfo, ModelInfo, Record, Report, SweepInfo, VariantInfo, SCHEMA};
 use crate::spec::Spec;
 use crate::suite::Suite;
 
@@ -133,9 +133,15 @@ pub fn assemble(inputs: Inputs<'_>, records: &[Record]) -> Result<Report, FieldE
     }
     apply_holm(&mut cells);
     rank_divergences(&mut divs);
+    let chat = inputs
+        .spec
+        .chat
+        .date_for(&inputs.sweep.started_at)
+        .map(|date| ChatInfo { date });
     Ok(Report {
         schema: SCHEMA.to_string(),
         compsafe_version: env!("CARGO_PKG_VERSION").to_string(),
+        chat,
         sweep: inputs.sweep,
         model: inputs.model,
         reference,

@@ -204,6 +204,7 @@ pub(crate) fn healthy() -> Report {
         cells,
         divergences: vec![],
         judge_accuracy: Vec::new(),
+        chat: None,
     }
 }
 

@@ -6,7 +6,7 @@
 //! `cells[].mc1`, `cells[].mc2`, `cells[].vs_reference.{metric, mcnemar_p_holm,
 //! refuse_to_degenerate}`, `variants[].{error, integrity_failures, calibration}`,
 //! `divergences[].{reference_refusal_logodds, searched, suffix, verdicts}`,
-//! `cells[].{judges, agreement, corrected}`, `judge_accuracy`.
+//! `cells[].{judges, agreement, corrected}`, `judge_accuracy`, `chat.date`.
 
 mod record;
 
@@ -43,6 +43,17 @@ pub struct Report {
     /// Each judge against the labelled sample of `[judge] labels`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub judge_accuracy: Vec<JudgeAccuracy>,
+    /// How chat templates rendered (additive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<ChatInfo>,
+}
+
+/// `chat{...}`: what chat templates rendered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatInfo {
+    /// The date `strftime_now` returned (`YYYY-MM-DD`): the spec's `[chat] date`, else the
+    /// sweep's start date.
+    pub date: String,
 }
 
 /// `sweep{...}`.

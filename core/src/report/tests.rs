@@ -145,6 +145,8 @@ const EXTENSIONS: &[&str] = &[
     "divergences[].reference_refusal_logodds",
     "divergences[].searched",
     "divergences[].suffix",
+    "chat",
+    "chat.date",
 ];
 
 fn full_report() -> Report {
@@ -224,6 +226,9 @@ fn full_report() -> Report {
         },
         cells,
         judge_accuracy: Vec::new(),
+        chat: Some(ChatInfo {
+            date: "2025-01-01".into(),
+        }),
     }
 }
 

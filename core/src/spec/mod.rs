@@ -22,6 +22,9 @@
 //!
 //! [judge]
 //! refusal = "harmbench"
+//!
+//! [chat]
+//! date = "2024-07-26"
 //! ```
 //!
 //! Relative paths are resolved against the spec file's directory. [`parse_spec`] checks
@@ -31,6 +34,7 @@
 mod analysis;
 mod builder;
 mod calibration;
+mod chat;
 mod judge;
 mod raw;
 mod search;
@@ -49,6 +53,7 @@ pub use analysis::{
     SensitivityUnit, DEFAULT_CONDITIONED_VARIANTS,
 };
 pub use builder::SpecBuilder;
+pub use chat::{parse_date, ChatSection};
 pub use types::{
     Generation, JudgeConfig, JudgeModel, ModelFormat, ModelSection, RefusalJudgeSpec,
     SearchSection, Spec, StatsConfig, SuiteEntry, SweepSection, VariantEntry, KEYWORD_JUDGE,
@@ -151,6 +156,8 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
         )));
     }
 
+    let chat = chat::parse_chat(&raw.chat).map_err(at)?;
+
     let mut suites = suites::parse_suites(&raw.suites, &dir, file)?;
     let analysis = match &raw.analysis {
         None => AnalysisSections::default(),
@@ -191,6 +198,7 @@ pub fn parse_spec(text: &str, file: &Path) -> Result<Spec, FieldError> {
         search,
         analysis,
         calibration,
+        chat,
     })
 }
 

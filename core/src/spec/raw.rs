@@ -32,8 +32,9 @@ pub(super) struct RawSpec {
     pub(super) stats: StatsConfig,
     pub(super) search: Option<RawSearch>,
     pub(super) analysis: Option<RawAnalysis>,
-    #[serde(default)]
     pub(super) calibration: Option<RawCalibration>,
+    #[serde(default)]
+    pub(super) chat: super::chat::RawChat,
 }
 
 /// `[calibration]` or a variant's `calibration` table: every field optional, so an override
@@ -41,15 +42,10 @@ pub(super) struct RawSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCalibration {
-    #[serde(default)]
     pub(super) suite: Option<String>,
-    #[serde(default)]
     pub(super) file: Option<PathBuf>,
-    #[serde(default)]
     pub(super) sequences: Option<usize>,
-    #[serde(default)]
     pub(super) seq_len: Option<usize>,
-    #[serde(default)]
     pub(super) seed: Option<u64>,
 }
 
@@ -104,7 +100,6 @@ pub(super) struct RawVariantTable {
     #[serde(default)]
     pub(super) sha256: BTreeMap<String, String>,
     pub(super) distill: Option<Box<RawDistill>>,
-    #[serde(default)]
     pub(super) calibration: Option<RawCalibration>,
 }
 
@@ -175,9 +170,7 @@ pub(super) struct RawJudge {
     pub(super) degenerate: Option<DegeneracyCheck>,
     #[serde(default)]
     pub(super) models: Vec<RawJudgeModel>,
-    #[serde(default)]
     pub(super) labels: Option<PathBuf>,
-    #[serde(default)]
     pub(super) primary: Option<String>,
 }
 
@@ -187,9 +180,7 @@ pub(super) struct RawJudgeModel {
     pub(super) name: String,
     pub(super) path: PathBuf,
     pub(super) kind: String,
-    #[serde(default)]
     pub(super) chat_template: Option<PathBuf>,
-    #[serde(default)]
     pub(super) max_new_tokens: Option<usize>,
 }
 

@@ -386,3 +386,26 @@ fn labelled_sample_loads_and_names_bad_rows() {
         .reason
         .contains("prompt_id"));
 }
+
+#[test]
+fn chat_date_is_a_calendar_day() {
+    assert_eq!(parse(GOOD).unwrap().chat.date, None);
+    let with = |section: &str| parse(&format!("{GOOD}\n[chat]\n{section}"));
+    for (written, want) in [
+        ("date = \"2024-07-26\"", "2024-07-26"),
+        ("date = 2024-02-29", "2024-02-29"),
+    ] {
+        assert_eq!(with(written).unwrap().chat.date.as_deref(), Some(want));
+    }
+    for (written, value) in [
+        ("date = \"2025-13-01\"", "2025-13-01"),
+        ("date = \"26 Jul 2024\"", "26 Jul 2024"),
+        ("date = 2024-07-26T10:00:00Z", "2024-07-26T10:00:00Z"),
+        ("date = 20240726", "20240726"),
+    ] {
+        let e = with(written).unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("chat.date", value));
+        assert!(e.to_string().contains("chat.date"), "{e}");
+    }
+    assert!(with("day = \"2024-07-26\"").is_err());
+}

@@ -279,6 +279,8 @@ pub struct Spec {
     /// `[calibration]` (defaults where absent): the calibration data of calibrated variants
     /// without their own `calibration` table (each variant carries its resolved settings).
     pub calibration: crate::calibration::CalibrationSpec,
+    /// `[chat]`.
+    pub chat: super::chat::ChatSection,
 }
 
 impl Spec {

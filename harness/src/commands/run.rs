@@ -126,7 +126,7 @@ pub fn direct(local: &Local, v: &Validated) -> Result<SweepOutputs, Failure> {
             .filter(|(d, _)| depends_on(p, d))
             .map(|(_, r)| r)
             .collect();
-        let u = UnitSpec::new(&id, i as u32, (&text, &path), p, &deps);
+        let u = UnitSpec::new(&id, i as u32, (&text, &path), p, &deps).started(&started_at);
         let r = runner.run(&u).map_err(|e| {
             let message = format!("unit {}: {}", u.unit_id, e.reason);
             match e.fault {

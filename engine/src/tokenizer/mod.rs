@@ -1,6 +1,11 @@
-//! Text in and out: `tokenizer.json` through the `tokenizers` crate and the chat template
-//! (from `tokenizer_config.json`, `chat_template.jinja`, GGUF metadata or an override file)
-//! rendered with minijinja.
+//! Text in and out: `tokenizer.json` through the `tokenizers` crate, or a GGUF vocabulary
+//! tokenized as llama.cpp does ([`gguf`]), and the chat template (from
+//! `tokenizer_config.json`, `chat_template.jinja`, GGUF metadata or an override file) rendered
+//! with minijinja.
+
+mod gguf;
+mod gguf_pre;
+mod gguf_special;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +16,14 @@ use tokenizers::Tokenizer;
 use crate::chat::{ChatOptions, ChatTemplate};
 use crate::error::{EngineError, Result};
 use crate::loader::GgufTokenizerMeta;
+use gguf::GgufVocab;
 
 pub use crate::chat::ChatMessage;
 
 /// Tokenizer plus chat template of one model.
 #[derive(Debug, Clone)]
 pub struct TextCodec {
-    tokenizer: Tokenizer,
+    backend: Backend,
     template: Option<ChatTemplate>,
     template_source: PathBuf,
     /// The named special tokens a template sees (`bos_token`, `eos_token`, ...).
@@ -25,6 +31,15 @@ pub struct TextCodec {
     chat_options: ChatOptions,
     /// Token ids that end generation.
     pub eos_ids: Vec<u32>,
+}
+
+/// Where token ids come from.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// A `tokenizer.json`.
+    Hf(Tokenizer),
+    /// A GGUF vocabulary, tokenized as llama.cpp does.
+    Gguf(GgufVocab),
 }
 
 /// The named special tokens transformers hands a chat template (its `special_tokens_map`).
@@ -137,7 +152,7 @@ impl TextCodec {
             .map(|t| ChatTemplate::new(t, template_source.clone()))
             .transpose()?;
         let codec = TextCodec {
-            tokenizer,
+            backend: Backend::Hf(tokenizer),
             template,
             template_source,
             special_tokens,
@@ -148,59 +163,25 @@ impl TextCodec {
         Ok(codec)
     }
 
-    /// Builds a byte-level BPE tokenizer from GGUF metadata (`tokenizer.ggml.model = gpt2`).
+    /// Builds the tokenizer of a GGUF file from its metadata: a SentencePiece (`llama`) or
+    /// byte-level BPE (`gpt2`) vocabulary, giving the token ids llama.cpp's `llama_tokenize`
+    /// gives with special tokens parsed; generation ends at every token llama.cpp ends it at.
     pub fn from_gguf(path: &Path, meta: &GgufTokenizerMeta) -> Result<TextCodec> {
-        if meta.model != "gpt2" {
-            return Err(EngineError::bad_file(
-                path,
-                format!(
-                    "metadata `tokenizer.ggml.model` = {:?}: only gpt2 (byte-level BPE) tokenizers are read from GGUF; give the model's tokenizer.json directory instead",
-                    meta.model
-                ),
-            ));
+        let vocab = GgufVocab::new(path, meta)?;
+        let mut special_tokens = BTreeMap::new();
+        for (name, id) in [
+            ("bos_token", meta.bos),
+            ("eos_token", meta.eos),
+            ("unk_token", meta.unk),
+            ("pad_token", meta.pad),
+        ] {
+            if let Some(text) = id.and_then(|i| vocab.token_text(i)) {
+                special_tokens.insert(name.to_string(), text);
+            }
         }
-        let vocab: serde_json::Map<String, Value> = meta
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), Value::from(i)))
-            .collect();
-        let merges: Vec<Value> = meta
-            .merges
-            .iter()
-            .map(|m| Value::from(m.as_str()))
-            .collect();
-        let json = serde_json::json!({
-            "version": "1.0",
-            "added_tokens": [],
-            "normalizer": null,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-            "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                      "vocab": vocab, "merges": merges}
-        });
-        let tokenizer: Tokenizer = serde_json::to_string(&json)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                EngineError::bad_file(
-                    path,
-                    "tokenizer metadata does not form a valid BPE tokenizer",
-                )
-            })?;
-        let name = |id: Option<u32>| {
-            id.and_then(|i| meta.tokens.get(i as usize).cloned())
-                .unwrap_or_default()
-        };
-        let special_tokens = [("bos_token", meta.bos), ("eos_token", meta.eos)]
-            .into_iter()
-            .filter(|(_, id)| id.is_some())
-            .map(|(k, id)| (k.to_string(), name(id)))
-            .collect();
+        let eos_ids = vocab.eog.clone();
         let codec = TextCodec {
-            tokenizer,
+            backend: Backend::Gguf(vocab),
             template: meta
                 .chat_template
                 .clone()
@@ -209,7 +190,7 @@ impl TextCodec {
             template_source: path.to_path_buf(),
             special_tokens,
             chat_options: ChatOptions::default(),
-            eos_ids: meta.eos.into_iter().collect(),
+            eos_ids,
         };
         codec.check_template()?;
         Ok(codec)
@@ -224,27 +205,39 @@ impl TextCodec {
 
     /// Encodes text; `add_special` adds the tokenizer's own special tokens (e.g. BOS).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        self.tokenizer
-            .encode(text, add_special)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| EngineError::Invalid(format!("tokenizer failed on {text:?}: {e}")))
+        match &self.backend {
+            Backend::Hf(t) => t
+                .encode(text, add_special)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| EngineError::Invalid(format!("tokenizer failed on {text:?}: {e}"))),
+            Backend::Gguf(v) => v.encode(text, add_special),
+        }
     }
 
     /// Decodes ids to text, optionally dropping special tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.tokenizer
-            .decode(ids, skip_special)
-            .map_err(|e| EngineError::Invalid(format!("cannot decode tokens: {e}")))
+        match &self.backend {
+            Backend::Hf(t) => t
+                .decode(ids, skip_special)
+                .map_err(|e| EngineError::Invalid(format!("cannot decode tokens: {e}"))),
+            Backend::Gguf(v) => v.decode(ids, skip_special),
+        }
     }
 
     /// Token id of an exact token string, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.tokenizer.token_to_id(token)
+        match &self.backend {
+            Backend::Hf(t) => t.token_to_id(token),
+            Backend::Gguf(v) => v.token_id(token),
+        }
     }
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        match &self.backend {
+            Backend::Hf(t) => t.get_vocab_size(true),
+            Backend::Gguf(v) => v.vocab_size(),
+        }
     }
 
     /// True when the model has a chat template.
