@@ -84,7 +84,7 @@ pub(super) struct RawModel {
 #[derive(Debug)]
 pub(super) enum RawVariant {
     Short(String),
-    Table(RawVariantTable),
+    Table(Box<RawVariantTable>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,7 +136,7 @@ impl<'de> Deserialize<'de> for RawVariant {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawVariant, A::Error> {
                 RawVariantTable::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RawVariant::Table)
+                    .map(|t| RawVariant::Table(Box::new(t)))
             }
         }
         d.deserialize_any(V)
