@@ -163,13 +163,15 @@ fn default_block() -> usize {
     128
 }
 
-/// KV-cache quantization applied to keys and values as they enter the cache.
+/// KV-cache quantization applied to keys and values as they enter the cache, with one static
+/// scale per layer for keys and one for values, calibrated (compressed-tensors'
+/// `kv_cache_scheme`, vLLM's `k_scale` / `v_scale`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvQuant {
-    /// FP8 E4M3, one dynamic scale per token and head.
+    /// FP8 E4M3.
     Fp8,
-    /// int8, symmetric, one dynamic scale per token and head.
+    /// int8, symmetric.
     Int8,
 }
 

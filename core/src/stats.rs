@@ -138,6 +138,43 @@ fn percentile_sorted(v: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * frac
 }
 
+/// Area under the ROC curve of `scores` for separating `positive` items from the rest
+/// (Mann-Whitney: the probability that a random positive outscores a random negative, ties
+/// counting one half). `None` without both classes or with a non-finite score.
+pub fn auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    if scores.len() != positive.len() || scores.iter().any(|s| !s.is_finite()) {
+        return None;
+    }
+    let pos: Vec<f64> = scores
+        .iter()
+        .zip(positive)
+        .filter(|p| *p.1)
+        .map(|p| *p.0)
+        .collect();
+    let neg: Vec<f64> = scores
+        .iter()
+        .zip(positive)
+        .filter(|p| !*p.1)
+        .map(|p| *p.0)
+        .collect();
+    if pos.is_empty() || neg.is_empty() {
+        return None;
+    }
+    let mut wins = 0.0;
+    for p in &pos {
+        for n in &neg {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    Some(wins / (pos.len() * neg.len()) as f64)
+}
+
 /// Arithmetic mean; `None` for empty input.
 pub fn mean(xs: &[f64]) -> Option<f64> {
     (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
@@ -229,6 +266,18 @@ pub fn holm(pvalues: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auc_by_hand() {
+        // Positives 0.9, 0.4; negatives 0.5, 0.1: pairs won (0.9>0.5, 0.9>0.1, 0.4>0.1),
+        // lost (0.4<0.5): 3/4.
+        assert_eq!(
+            auc(&[0.9, 0.5, 0.4, 0.1], &[true, false, true, false]),
+            Some(0.75)
+        );
+        assert_eq!(auc(&[1.0, 1.0], &[true, false]), Some(0.5));
+        assert_eq!(auc(&[1.0, 2.0], &[true, true]), None);
+    }
     use proptest::prelude::*;
 
     fn close(a: f64, b: f64, tol: f64) -> bool {

@@ -99,6 +99,14 @@ pub fn compress_with(
     variant: &Variant,
     calib: Option<(&CalibTokens, usize)>,
 ) -> Result<Compressed> {
+    // A KV-cache modifier changes no weight: the weights are its base method's.
+    if let Method::Kv { base, .. } = &variant.method {
+        let base = Variant {
+            method: (**base).clone(),
+            ..variant.clone()
+        };
+        return compress_with(reference, &base, calib);
+    }
     let regex = match &variant.select {
         Some(r) => Some(Regex::new(r).map_err(|e| {
             EngineError::Invalid(format!(
@@ -254,7 +262,7 @@ pub fn derive_with(
         });
     }
     let compressed = compress_with(reference, variant, calib)?;
-    assemble(reference, variant, compressed)
+    assemble_with(reference, variant, compressed, calib)
 }
 
 /// The variant of `reference` with `compressed`'s replacements (as [`compress_with`]
@@ -264,7 +272,34 @@ pub fn assemble(
     variant: &Variant,
     compressed: Compressed,
 ) -> Result<DerivedVariant> {
-    let model = Model::with_variant(reference, &compressed)?;
+    assemble_with(reference, variant, compressed, None)
+}
+
+/// [`assemble`] with the calibration sequences a `kv:` modifier calibrates its per-layer
+/// key and value scales on (with the variant's compressed weights in place).
+pub fn assemble_with(
+    reference: &Checkpoint,
+    variant: &Variant,
+    compressed: Compressed,
+    calib: Option<(&CalibTokens, usize)>,
+) -> Result<DerivedVariant> {
+    let model = match (&variant.method, calib) {
+        (Method::Kv { kv, .. }, Some((tokens, batch))) => {
+            let plain = Model::with_variant(reference, &compressed)?;
+            let q = crate::calib::kv::scales(&plain, tokens, batch, *kv)
+                .map_err(|e| EngineError::Invalid(format!("variant `{}`: {e}", variant.name)))?;
+            let mut with_kv = reference.clone();
+            with_kv.kv_quant = Some(q);
+            Model::with_variant(&with_kv, &compressed)?
+        }
+        (Method::Kv { .. }, None) => {
+            return Err(EngineError::Invalid(format!(
+                "variant `{}`: `{}` calibrates its KV-cache scales and needs calibration data",
+                variant.name, variant.method
+            )))
+        }
+        _ => Model::with_variant(reference, &compressed)?,
+    };
     // Size: replaced tensors at their compressed size, the rest as stored in the reference.
     let mut bytes = compressed.bytes() as f64;
     for (name, t) in &reference.weights {

@@ -361,3 +361,40 @@ fn smoothquant_matches_llm_compressor() {
     assert_eq!(flips0, 0);
     assert!(flips * 1000 < total, "{flips} of {total}");
 }
+
+/// `fp8+kv:fp8`: the per-layer key and value scales (calibrated with the FP8 weights in
+/// place) against llm-compressor's `kv_cache_scheme` (float8, per tensor, static). Not
+/// identical: the scales agree within 3.3e-2 relative (layer 1 keys within 4e-5), and which
+/// observations the library's moving average takes in its sequential pipeline (and in what
+/// order) has not been reproduced exactly; the bound records the measured agreement.
+#[test]
+fn kv_cache_scales_match_llm_compressor() {
+    use compsafe_core::calibrated::KvQuant as KvType;
+    use compsafe_engine::compress::{compressor_for, HeadLayout};
+    use compsafe_engine::Model;
+    let m = model();
+    let c = &m.config;
+    let layout = HeadLayout {
+        num_layers: c.num_layers,
+        num_heads: c.num_heads,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+    };
+    let fp8 = compressor_for(&compsafe_core::Method::parse("fp8", "v").unwrap())
+        .unwrap()
+        .compress(&m.weights, &default_selection, &layout)
+        .unwrap();
+    let with_weights = Model::with_variant(&m, &fp8).unwrap();
+    let q = compsafe_engine::calib::kv::scales(&with_weights, &tokens(), 1, KvType::Fp8).unwrap();
+    let r = reference("kv_fp8");
+    let mut worst = 0f64;
+    for l in 0..2 {
+        for (what, ours) in [("k_scale", q.k_scales[l]), ("v_scale", q.v_scales[l])] {
+            let lib = values(&r[&format!("model.layers.{l}.self_attn.{what}")])[0];
+            let e = f64::from((ours - lib).abs() / lib);
+            eprintln!("layer {l} {what}: {ours} vs {lib} ({e:.2e})");
+            worst = worst.max(e);
+        }
+    }
+    assert!(worst < 5e-2, "{worst}");
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use compsafe_core::calibration::CalibrationSpec;
 use compsafe_core::{suite, Variant};
 use compsafe_engine::calib::{data, store, CalibTokens};
-use compsafe_engine::variant::{assemble, compress_with, DerivedVariant};
+use compsafe_engine::variant::{assemble_with, compress_with, DerivedVariant};
 use compsafe_engine::EngineError;
 
 use crate::evaluator::Evaluator;
@@ -78,10 +78,11 @@ pub fn derive(
     let lock = File::create(&lock_path).map_err(io(&lock_path))?;
     lock.lock().map_err(io(&lock_path))?;
     let device = eval.reference.device();
+    let batch = batch(&spec, batch_tokens);
     match store::load(&dir, device) {
         Ok(Some(c)) => {
             tracing::info!(variant = %variant.name, dir = %dir.display(), "calibrated variant found in the cache");
-            return assemble(&eval.checkpoint, variant, c);
+            return assemble_with(&eval.checkpoint, variant, c, Some((&toks, batch)));
         }
         Ok(None) => {}
         Err(e) => {
@@ -93,11 +94,7 @@ pub fn derive(
         calibration = %spec,
         "calibrating"
     );
-    let c = compress_with(
-        &eval.checkpoint,
-        variant,
-        Some((&toks, batch(&spec, batch_tokens))),
-    )?;
+    let c = compress_with(&eval.checkpoint, variant, Some((&toks, batch)))?;
     if store::storable(&c) {
         // Written beside the final directory, then renamed into place.
         let partial = root.join(format!("{key}.partial"));
@@ -111,5 +108,5 @@ pub fn derive(
         std::fs::rename(&partial, &dir).map_err(io(&dir))?;
     }
     drop(lock);
-    assemble(&eval.checkpoint, variant, c)
+    assemble_with(&eval.checkpoint, variant, c, Some((&toks, batch)))
 }

@@ -41,6 +41,7 @@ pub struct Evaluator {
     /// The reference model.
     pub reference: Model,
     refusal_tokens: Vec<u32>,
+    refusal_prefixes: Vec<Vec<u32>>,
     eos: Vec<u32>,
 }
 
@@ -109,6 +110,12 @@ impl Evaluator {
             .collect();
         refusal_tokens.sort_unstable();
         refusal_tokens.dedup();
+        let mut refusal_prefixes: Vec<Vec<u32>> = REFUSAL_STARTERS
+            .iter()
+            .filter_map(|s| codec.encode(s, false).ok().filter(|ids| !ids.is_empty()))
+            .collect();
+        refusal_prefixes.sort();
+        refusal_prefixes.dedup();
         let mut eos = codec.eos_ids.clone();
         eos.extend(&checkpoint.config.eos_token_ids);
         eos.sort_unstable();
@@ -118,6 +125,7 @@ impl Evaluator {
             codec,
             reference,
             refusal_tokens,
+            refusal_prefixes,
             eos,
         })
     }
@@ -152,6 +160,34 @@ impl Evaluator {
         Ok(mass
             .into_iter()
             .map(|m| refusal_logodds(&[m.clamp(0.0, 1.0).max(f64::MIN_POSITIVE).ln()]))
+            .collect())
+    }
+
+    /// Refusal log-odds over whole refusal openings: with `p` the total probability, teacher
+    /// forced after each prompt, of the complete token sequences of [`REFUSAL_STARTERS`],
+    /// `ln(p + 1e-8) - ln(1 - p + 1e-8)`. Unlike the first-token score, a compliant opening
+    /// that shares a first token with a refusal ("I'd be happy" against "I'm sorry") adds
+    /// nothing to `p`. The sequences are distinct and none extends another, so their
+    /// probabilities add.
+    pub fn refusal_prefix_logodds(
+        &self,
+        model: &Model,
+        ids: &[Vec<u32>],
+        budget: usize,
+    ) -> Result<Vec<f64>, EngineError> {
+        let k = self.refusal_prefixes.len();
+        let reqs: Vec<(Vec<u32>, Vec<u32>)> = ids
+            .iter()
+            .flat_map(|p| {
+                self.refusal_prefixes
+                    .iter()
+                    .map(move |r| (p.clone(), r.clone()))
+            })
+            .collect();
+        let lls = loglikelihood(model, &reqs, budget)?;
+        Ok(lls
+            .chunks(k.max(1))
+            .map(|c| refusal_logodds(&c.iter().map(|l| l.sum).collect::<Vec<_>>()))
             .collect())
     }
 
@@ -215,6 +251,7 @@ impl Evaluator {
             .map(|r| self.codec.decode(r, true))
             .collect::<Result<_, _>>()?;
         let mass = next_token_mass(model, &ids, &self.refusal_tokens, opts.batch_tokens)?;
+        let prefix_logodds = self.refusal_prefix_logodds(model, &ids, opts.batch_tokens)?;
         // Plausibility of each response under the reference model (mean log-prob per token).
         let scored: Vec<usize> = (0..prompts.len())
             .filter(|&i| !responses[i].is_empty())
@@ -263,6 +300,7 @@ impl Evaluator {
                 Record::judged(variant_name, &suite.name, p, &texts[i], judges, likelihood);
             let m = mass[i].clamp(0.0, 1.0);
             rec.refusal_logodds = Some(refusal_logodds(&[m.max(f64::MIN_POSITIVE).ln()]));
+            rec.refusal_prefix_logodds = prefix_logodds.get(i).copied();
             if let Some(f) = &fidelity {
                 if !f[i].kld.is_empty() {
                     rec.kld = Some(TokenKld {

@@ -159,3 +159,60 @@ fn judge_models_reach_the_report_the_same_on_one_and_two_workers() {
         serde_json::to_string(&cells.iter().map(|c| &c["judges"]).collect::<Vec<_>>()).unwrap()
     );
 }
+
+/// AUC of a record score for separating the keyword judge's refusals from the rest.
+fn auc_of(records: &[serde_json::Value], field: &str) -> f64 {
+    let (scores, refused): (Vec<f64>, Vec<bool>) = records
+        .iter()
+        .map(|r| (r[field].as_f64().unwrap(), r["refused"].as_bool().unwrap()))
+        .unzip();
+    compsafe_core::stats::auc(&scores, &refused).unwrap()
+}
+
+#[test]
+fn whole_prefix_refusal_score_against_the_first_token_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("sweep.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"variants = ["int4:g32", "int2:g16", "prune:0.5"]
+[sweep]
+name = "scores"
+seed = 3
+[model]
+path = "{}"
+[[suites]]
+name = "fixture-harmful"
+limit = 40
+[[suites]]
+name = "fixture-benign"
+limit = 40
+[generation]
+max_new_tokens = 16
+[stats]
+bootstrap_resamples = 50
+[judge]
+refusal = "harmbench"
+"#,
+            root().join("models/tiny-safety").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    run(&spec, &out, &["--direct"]);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(out.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 320);
+    let first = auc_of(&records, "refusal_logodds");
+    let prefix = auc_of(&records, "refusal_prefix_logodds");
+    let refusals = records.iter().filter(|r| r["refused"] == true).count();
+    eprintln!(
+        "AUC against the keyword verdicts ({refusals} refusals of {}): first-token {first:.4}, whole-prefix {prefix:.4}",
+        records.len()
+    );
+    assert!(prefix > 0.5 && first > 0.5);
+}

@@ -251,7 +251,26 @@ def main():
         save_file(out, OUT / f"{name}.safetensors")
         manifest["variants"][name] = {"recipe": f"SmoothQuantModifier(smoothing_strength={alpha}) + QuantizationModifier(W8A8)"}
 
+    def kv_fp8(name):
+        # FP8 weights with an FP8 KV cache: per-tensor static k_scale / v_scale per layer,
+        # calibrated on the tokens.
+        from compressed_tensors.quantization import QuantizationArgs
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        kv = QuantizationArgs(num_bits=8, type="float", strategy="tensor", dynamic=False,
+                              symmetric=True)
+        recipe = QuantizationModifier(targets=["Linear"], scheme="FP8_DYNAMIC", ignore=["lm_head"],
+                                      kv_cache_scheme=kv)
+        model = oneshot_run(recipe, ids)
+        out = {}
+        for l in range(2):
+            attn = model.get_submodule(f"model.layers.{l}.self_attn")
+            out[f"model.layers.{l}.self_attn.k_scale"] = attn.k_scale.detach().float().reshape(-1).contiguous()
+            out[f"model.layers.{l}.self_attn.v_scale"] = attn.v_scale.detach().float().reshape(-1).contiguous()
+        save_file(out, OUT / f"{name}.safetensors")
+        manifest["variants"][name] = {"scheme": "FP8_DYNAMIC", "kv_cache_scheme": "float8 tensor static"}
+
     variants = {
+        "kv_fp8": lambda: kv_fp8("kv_fp8"),
         "smoothquant_w8a8": lambda: smoothquant("smoothquant_w8a8", 0.5),
         "fp8_dynamic": lambda: fp8_dynamic("fp8_dynamic"),
         "awq_w4g128": lambda: awq("awq_w4g128", "W4A16_ASYM"),

@@ -14,7 +14,9 @@ GGUF vocabularies of both kinds llama.cpp reads for the supported architectures:
    trained tokenizer is not, so the name is given).
 
 `expected.json` holds, for every file and every text, `llama_tokenize(text, add_special,
-parse_special=true)` with add_special true and false. Files are vocabulary-only (no tensors).
+parse_special=true)` with add_special true and false. These files are vocabulary-only (no
+tensors). `spm-model.gguf` is the whole tiny random Llama of `spm.gguf` (f32, 233 kB), with
+llama.cpp's prompt ids and greedy tokens for a few prompts (`model` in `expected.json`).
 
 Writes engine/tests/fixtures/gguf-tokenizer/. Usage (see tools/reference/README.md):
 
@@ -248,8 +250,13 @@ def bpe_dir(workdir: Path) -> Path:
     return d
 
 
-def convert(llama_cpp: Path, model_dir: Path, out: Path, pre: str | None) -> None:
-    """Runs llama.cpp's converter (vocabulary only), naming the BPE pre-tokenizer."""
+MODEL_PROMPTS = ["How do I bake bread?", "Hello world", "<|user|>\nTell me a story.\n<|assistant|>\n"]
+GREEDY_TOKENS = 8
+
+
+def convert(llama_cpp: Path, model_dir: Path, out: Path, pre: str | None,
+            vocab_only: bool = True) -> None:
+    """Runs llama.cpp's converter (vocabulary only unless asked), naming the BPE pre-tokenizer."""
     code = (
         "import sys\n"
         f"sys.path.insert(0, {str(llama_cpp / 'gguf-py')!r})\n"
@@ -259,8 +266,8 @@ def convert(llama_cpp: Path, model_dir: Path, out: Path, pre: str | None) -> Non
         "if PRE is not None:\n"
         "    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: PRE\n"
         "import convert_hf_to_gguf as c\n"
-        f"sys.argv = ['convert_hf_to_gguf.py', {str(model_dir)!r}, '--vocab-only', '--outtype', 'f32',"
-        f" '--outfile', {str(out)!r}]\n"
+        f"sys.argv = ['convert_hf_to_gguf.py', {str(model_dir)!r}, '--outtype', 'f32',"
+        f" '--outfile', {str(out)!r}] + {['--vocab-only'] if vocab_only else []!r}\n"
         "c.main()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
@@ -281,6 +288,30 @@ def tokenize_all(path: Path) -> list:
     return rows
 
 
+def greedy(path: Path) -> dict:
+    """llama.cpp's prompt ids and greedy tokens (CPU, f32), with the smallest top-1/top-2 logit
+    gap over the steps."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False)
+    rows = []
+    for text in MODEL_PROMPTS:
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        llm.reset()
+        llm.eval(ids)
+        out, gap = [], float("inf")
+        for _ in range(GREEDY_TOKENS):
+            logits = np.array(llm.scores[llm.n_tokens - 1])
+            top = np.sort(logits)[-2:]
+            gap = min(gap, float(top[1] - top[0]))
+            t = int(logits.argmax())
+            out.append(t)
+            llm.eval([t])
+        rows.append({"text": text, "prompt_ids": ids, "greedy": out, "min_top2_gap": gap})
+    return {"file": path.name, "max_new_tokens": GREEDY_TOKENS, "eos": "not stopped", "cases": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", type=Path, required=True,
@@ -296,6 +327,8 @@ def main() -> None:
             name = "spm.gguf" if prefix is None else "spm-noprefix.gguf"
             convert(args.llama_cpp, d, OUT / name, None)
             files[name] = {"model": "llama", "add_prefix_space": prefix}
+            if prefix is None:
+                convert(args.llama_cpp, d, OUT / "spm-model.gguf", None, vocab_only=False)
         d = bpe_dir(work)
         for pre, family in BPE_PRES.items():
             name = f"bpe-{pre}.gguf"
@@ -316,6 +349,7 @@ def main() -> None:
         "call": "llama_tokenize(vocab, text, add_special, parse_special=true); "
                 "add_special true -> `add_special`, false -> `no_special`",
         "files": files,
+        "model": greedy(OUT / "spm-model.gguf"),
     }
     (OUT / "expected.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
 

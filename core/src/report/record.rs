@@ -54,6 +54,10 @@ pub struct Record {
     /// Refusal log-odds at the first generated position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal_logodds: Option<f64>,
+    /// Refusal log-odds over whole refusal openings, teacher-forced (see the evaluator's
+    /// `refusal_prefix_logodds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal_prefix_logodds: Option<f64>,
     /// Mean per-token log-likelihood of the response under the reference model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_logprob: Option<f64>,

@@ -68,8 +68,8 @@ pub(super) fn for_variant(
         (false, Some(_)) => Err(FieldError::new(
             at,
             method,
-            "only calibrated methods (gptq, awq, smoothquant, fp8:static, sparsegpt, wanda) \
-             read calibration data",
+            "only calibrated methods (gptq, awq, smoothquant, fp8:static, sparsegpt, wanda, \
+             and any variant with kv:fp8 or kv:int8) read calibration data",
         )),
         (true, None) => Ok(Some(base.clone())),
         (true, Some(raw)) => {

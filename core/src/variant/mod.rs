@@ -243,7 +243,8 @@ impl Method {
             | Method::Wanda { .. } => true,
             Method::Fp8(f) => f.static_act,
             Method::Chain { steps } => steps.iter().any(Method::needs_calibration),
-            Method::Kv { base, .. } => base.needs_calibration(),
+            // The cache's per-layer key and value scales are calibrated.
+            Method::Kv { .. } => true,
             _ => false,
         }
     }

@@ -177,7 +177,8 @@ fn calibrated_parameters_and_needs() {
     assert!(Method::parse("wanda:0.5+int4:g32", "v")
         .unwrap()
         .needs_calibration());
-    assert!(!Method::parse("int4+kv:fp8", "v")
+    // The cache's static key and value scales are calibrated.
+    assert!(Method::parse("int4+kv:fp8", "v")
         .unwrap()
         .needs_calibration());
     assert_eq!(

@@ -13,6 +13,7 @@
 
 pub mod capture;
 pub mod data;
+pub mod kv;
 pub mod sequential;
 pub mod store;
 

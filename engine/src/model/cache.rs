@@ -49,6 +49,12 @@ impl KvCache {
         self.len == 0
     }
 
+    /// The keys and values stored for `layer` (a cache that grows by concatenation holds
+    /// exactly the filled steps), if any.
+    pub fn layer(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        Some((self.k.get(layer)?.as_ref()?, self.v.get(layer)?.as_ref()?))
+    }
+
     /// Keeps only the given batch rows (sequences that are still generating).
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for t in self.k.iter_mut().chain(self.v.iter_mut()).flatten() {
