@@ -25,7 +25,9 @@ fn row_min_max(t: &Tensor) -> Result<Vec<(f32, f32)>> {
     Ok(v.chunks(n.max(1))
         .map(|r| {
             r.iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    (lo.min(x), hi.max(x))
+                })
         })
         .collect())
 }
@@ -68,7 +70,10 @@ pub fn scales(model: &Model, tokens: &CalibTokens, batch: usize, kind: KvType) -
         KvType::Int8 => ActType::Int8,
     };
     let len = tokens.check(model.config.vocab_size)?;
-    let (mut k, mut v) = (vec![Observer::default(); layers], vec![Observer::default(); layers]);
+    let (mut k, mut v) = (
+        vec![Observer::default(); layers],
+        vec![Observer::default(); layers],
+    );
     for chunk in tokens.seqs.chunks(batch.max(1)) {
         let b = chunk.len();
         let flat: Vec<u32> = chunk.iter().flatten().copied().collect();
