@@ -49,13 +49,8 @@ impl LoadedJudge {
         })
     }
 
-    /// HarmBench's clipping: the first [`CLIP_TOKENS`] tokens of the response as the
-    /// classifier's tokenizer encodes it (special tokens included, as `encode` adds them),
-    /// decoded without special tokens.
     fn clip(&self, response: &str) -> Result<String, EngineError> {
-        let mut ids = self.codec.encode(response, true)?;
-        ids.truncate(CLIP_TOKENS);
-        self.codec.decode(&ids, true)
+        harmbench_clip(&self.codec, response)
     }
 
     /// The judge's input tokens for one (behaviour, response).
@@ -135,6 +130,15 @@ impl LoadedJudge {
             .collect::<Result<_, EngineError>>()
             .map_err(UnitError::from)
     }
+}
+
+/// HarmBench's clipping: the first [`CLIP_TOKENS`] tokens of the response as the
+/// classifier's tokenizer encodes it (special tokens included, as `encode` adds them),
+/// decoded without special tokens.
+pub fn harmbench_clip(codec: &TextCodec, response: &str) -> Result<String, EngineError> {
+    let mut ids = codec.encode(response, true)?;
+    ids.truncate(CLIP_TOKENS);
+    codec.decode(&ids, true)
 }
 
 /// Loads `m` unless `held` already holds it.
