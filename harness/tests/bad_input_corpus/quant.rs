@@ -219,39 +219,5 @@ fn quant_cases() -> Vec<(&'static str, Setup)> {
 
 #[test]
 fn every_bad_quantized_checkpoint_exits_2_naming_file_tensor_and_field() {
-    let cases = quant_cases();
-    let mut failures = Vec::new();
-    for (name, setup) in &cases {
-        let tmp = tempfile::tempdir().unwrap();
-        let (args, must) = setup(tmp.path());
-        let o = compsafe(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        let mut problems = Vec::new();
-        if o.status.code() != Some(2) {
-            problems.push(format!("exit {:?}, expected 2", o.status.code()));
-        }
-        if err.contains("panicked") {
-            problems.push("panicked".into());
-        }
-        for m in &must {
-            if !err.contains(m.as_str()) {
-                problems.push(format!("message lacks {m:?}"));
-            }
-        }
-        if !problems.is_empty() {
-            failures.push(format!(
-                "{name}: {}\n  stderr: {}",
-                problems.join("; "),
-                err.trim()
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-    record("bad_inputs_quant.txt", cases.len());
+    check_cases(&quant_cases(), "bad_inputs_quant.txt");
 }
