@@ -31,22 +31,26 @@ fn json(path: &Path) -> Value {
     v
 }
 
+/// Runs `cmd`, which must finish with 0 (nothing flagged) or 1 (the analysis flagged a unit).
+fn ran(cmd: &mut std::process::Command) {
+    let o = cmd.output().unwrap();
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{cmd:?}: exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Runs an analysis command into `out`; returns the spec it wrote.
 fn command(args: &[&str], out: &Path) -> PathBuf {
     let model = root().join("models/tiny-safety");
-    let o = bin()
+    ran(bin()
         .args(args)
         .arg("--model")
         .arg(&model)
         .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        matches!(o.status.code(), Some(0 | 1)),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .arg(out));
     let spec = out.join("spec.toml");
     assert!(spec.is_file(), "{args:?} wrote no spec.toml");
     spec
@@ -54,30 +58,16 @@ fn command(args: &[&str], out: &Path) -> PathBuf {
 
 /// `compsafe run SPEC --workers 2`, which may exit 1 when the analysis flags something.
 fn run_two_workers(spec: &Path, out: &Path) {
-    let o = bin()
+    ran(bin()
         .args(["run", spec.to_str().unwrap(), "--workers", "2", "--out"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        matches!(o.status.code(), Some(0 | 1)),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .arg(out));
 }
 
 /// `compsafe report ID --out DIR`, which exits 1 like `run` when the analysis flags something.
 fn fetch_report(url: &str, id: &str, out: &Path) {
-    let o = bin()
+    ran(bin()
         .args(["report", id, "--coordinator", url, "--out"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        matches!(o.status.code(), Some(0 | 1)),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+        .arg(out));
 }
 
 const ANALYSES: [(&str, &[&str]); 4] = [
